@@ -1,0 +1,503 @@
+# PPO for continuous (Box) action spaces, e.g. MuJoCo locomotion. One self-contained file:
+# copy it to start your own research. Docs: README.md; the details follow Huang et al.,
+# "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering, unless the user chose
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions.normal import Normal
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, use CUDA when available (falls back to CPU with a notice)"""
+    torch_threads: int = 1
+    """CPU threads for torch; one is fastest for small MLPs"""
+    capture_video: bool = False
+    """whether to capture videos of the agent (sub-env 0) to the `videos/{run_name}` folder"""
+
+    # Algorithm specific arguments
+    env_id: str = "HalfCheetah-v4"
+    """the id of the environment"""
+    total_timesteps: int = 1000000
+    """total timesteps of the experiments"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    num_steps: int = 2048
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 32
+    """the number of mini-batches"""
+    update_epochs: int = 10
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.0
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: float | None = None
+    """the target KL divergence threshold"""
+    bootstrap_truncated: bool = True
+    """bootstrap from the value of the final observation when an episode is cut by its time limit (off: treat it as terminal, like CleanRL)"""
+    norm_obs: bool = True
+    """normalize observations with running mean/std and clip them to [-clip-obs, clip-obs]"""
+    clip_obs: float = 10.0
+    """the clip range of normalized observations"""
+    norm_reward: bool = True
+    """scale rewards by the running std of the discounted return and clip them to [-clip-reward, clip-reward]"""
+    clip_reward: float = 10.0
+    """the clip range of scaled rewards"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def fail(message: str):
+    """Stop with a one-line error for the user instead of a traceback."""
+    raise SystemExit(f"error: {message}")
+
+
+def validate_args(args: Args) -> Args:
+    """Check impossible settings once, right after parsing, and fill in the derived sizes."""
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps", "torch_threads"):
+        if getattr(args, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    args.batch_size = args.num_envs * args.num_steps
+    if args.batch_size % args.num_minibatches != 0:
+        fail(
+            f"--num-envs x --num-steps = {args.batch_size} does not divide into --num-minibatches "
+            f"{args.num_minibatches}; choose a --num-minibatches that divides {args.batch_size}"
+        )
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations == 0:
+        fail(
+            f"--total-timesteps {args.total_timesteps} is less than one batch "
+            f"(--num-envs x --num-steps = {args.batch_size}), so no iteration would run; "
+            f"raise --total-timesteps or lower --num-steps"
+        )
+    if args.capture_video:
+        try:
+            import moviepy  # noqa: F401
+        except ImportError:
+            fail("--capture-video needs moviepy: `pip install moviepy`, or run without --capture-video")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Environments
+
+
+def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
+    def thunk():
+        if capture_video and idx == 0:
+            # film sub-env 0 alone: the vector RecordVideo would render every sub-env
+            env = gym.make(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        else:
+            env = gym.make(env_id)
+        return env
+
+    return thunk
+
+
+def make_envs(args: Args, run_name: str, num_envs: int | None = None, capture_video: bool = False):
+    """Vector env with CleanRL's wrapper stack, in gymnasium 1.x's NEXT_STEP autoreset mode."""
+    num_envs = args.num_envs if num_envs is None else num_envs
+    try:
+        gym.spec(args.env_id)
+    except gym.error.Error as error:
+        fail(f"unknown --env-id {args.env_id!r}: {error} Pass a registered gymnasium id, e.g. HalfCheetah-v4")
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, capture_video, run_name) for i in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    )
+    if not isinstance(envs.single_action_space, gym.spaces.Box):
+        envs.close()
+        fail(
+            f"ppo_continuous.py needs a Box (continuous) action space, but {args.env_id} has "
+            f"{envs.single_action_space}; use ppo_discrete.py for it"
+        )
+    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
+        envs.close()
+        fail(f"this MLP agent needs a flat Box observation space, but {args.env_id} has {envs.single_observation_space}")
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
+    envs = gym.wrappers.vector.ClipAction(envs)  # detail 5: the env gets the clipped action
+    if args.norm_obs:
+        envs = gym.wrappers.vector.NormalizeObservation(envs)  # detail 6
+        envs = gym.wrappers.vector.TransformObservation(  # detail 7
+            envs, lambda obs: np.clip(obs, -args.clip_obs, args.clip_obs), envs.observation_space
+        )
+    if args.norm_reward:
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # detail 8
+        envs = gym.wrappers.vector.TransformReward(  # detail 9
+            envs, lambda reward: np.clip(reward, -args.clip_reward, args.clip_reward)
+        )
+    return envs
+
+
+def check_video_support(env_id: str):
+    """Render one frame up front, so a missing renderer is a clear error and not a crash mid-run."""
+    try:
+        env = gym.make(env_id, render_mode="rgb_array")
+        env.reset(seed=0)
+        frame = env.render()
+        env.close()
+    except Exception as error:  # any renderer failure (no GL, no pygame) ends the same way
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fail(
+            f"--capture-video cannot render {env_id}: {first_line}. On a headless machine set "
+            f"MUJOCO_GL=egl (or osmesa); or run without --capture-video"
+        )
+    if frame is None or np.asarray(frame).ndim != 3:
+        fail(f"--capture-video: {env_id} does not render rgb_array frames; run without --capture-video")
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)  # detail 2: orthogonal init, zero bias
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int):
+        super().__init__()
+        # details 4 (continuous) and 13: separate 64-64 tanh MLPs for critic and actor
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, action_dim), std=0.01),
+        )
+        self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))  # detail 2: state-independent log std
+
+    def get_value(self, x):
+        return self.critic(x)
+
+    def get_action_and_value(self, x, action=None):
+        action_mean = self.actor_mean(x)
+        action_std = self.actor_logstd.expand_as(action_mean).exp()
+        probs = Normal(action_mean, action_std)  # detail 1: Normal distribution
+        if action is None:
+            action = probs.sample()
+        # detail 3: independent action dimensions, log-probs summed
+        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers: GAE and the PPO loss
+
+
+def compute_gae(rewards, values, next_value, terminations, truncations, valid, gamma, gae_lambda, bootstrap_truncated):
+    """Advantages and returns for a [num_steps, num_envs] rollout (detail 5).
+
+    values[t] is V(obs[t]) and next_value is V of the observation after the last step. In NEXT_STEP
+    autoreset mode the observation after an episode's last step is its true final observation, so
+    values[t + 1] (or next_value) is exactly the value to bootstrap from when step t was truncated.
+    The step after an episode end only resets its env (valid is 0 there): it gets zero advantage.
+    """
+    num_steps = rewards.shape[0]
+    episode_end = torch.maximum(terminations, truncations)
+    no_bootstrap = terminations if bootstrap_truncated else episode_end
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(next_value)
+    for t in reversed(range(num_steps)):
+        next_values = next_value if t == num_steps - 1 else values[t + 1]
+        delta = rewards[t] + gamma * next_values * (1.0 - no_bootstrap[t]) - values[t]
+        lastgaelam = (delta + gamma * gae_lambda * (1.0 - episode_end[t]) * lastgaelam) * valid[t]
+        advantages[t] = lastgaelam
+    return advantages, advantages + values
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def ppo_loss(newlogprob, entropy, newvalue, logprobs, advantages, returns, values, mask, args: Args):
+    """Clipped PPO loss over one minibatch; `mask` (1 or 0) drops the autoreset transitions.
+
+    Returns the loss and a tensor of debug scalars: policy loss, value loss, entropy,
+    old_approx_kl, approx_kl, clipfrac (detail 12).
+    """
+    logratio = newlogprob - logprobs
+    ratio = logratio.exp()
+    with torch.no_grad():
+        old_approx_kl = masked_mean(-logratio, mask)
+        approx_kl = masked_mean((ratio - 1) - logratio, mask)
+        clipfrac = masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask)
+
+    if args.norm_adv:  # detail 7: per-minibatch advantage normalization, over real transitions only
+        adv_mean = masked_mean(advantages, mask)
+        adv_var = ((advantages - adv_mean) ** 2 * mask).sum() / (mask.sum() - 1).clamp(min=1.0)
+        advantages = (advantages - adv_mean) / (adv_var.sqrt() + 1e-8)
+
+    # detail 8: clipped surrogate objective
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+
+    newvalue = newvalue.view(-1)
+    if args.clip_vloss:  # detail 9: clipped value loss
+        v_loss_unclipped = (newvalue - returns) ** 2
+        v_clipped = values + torch.clamp(newvalue - values, -args.clip_coef, args.clip_coef)
+        v_loss_clipped = (v_clipped - returns) ** 2
+        v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask)
+    else:
+        v_loss = 0.5 * masked_mean((newvalue - returns) ** 2, mask)
+
+    entropy_loss = masked_mean(entropy, mask)
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef  # detail 10
+    stats = torch.stack([pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac]).detach()
+    return loss, stats
+
+
+def explained_variance(y_pred, y_true):
+    var_y = y_true.var()
+    return float("nan") if var_y == 0 else (1 - (y_true - y_pred).var() / var_y).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Console progress: a live bar on a terminal, plain lines in a file or CI
+
+
+class ProgressReporter:
+    def __init__(self, total_timesteps: int, run_name: str, live: bool):
+        self.total, self.last_print = total_timesteps, 0.0
+        self.bar = None
+        print(f"run {run_name}: logs in runs/{run_name} (`tensorboard --logdir runs`)", flush=True)
+        if live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.completed:,.0f}/{task.total:,.0f} steps"),
+                BarColumn(),
+                TextColumn("{task.fields[sps]:,.0f} steps/s  return {task.fields[ret]}"),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task("train", total=total_timesteps, sps=0, ret="n/a")
+            self.bar.start()
+
+    def update(self, global_step: int, sps: float, recent_return: float | None):
+        ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=global_step, sps=sps, ret=ret)
+        elif time.time() - self.last_print > 10 or global_step >= self.total:
+            self.last_print = time.time()
+            left = (self.total - global_step) / max(sps, 1e-8)
+            print(
+                f"step {global_step:,}/{self.total:,} ({100 * global_step / self.total:.0f}%)  {sps:,.0f} steps/s  "
+                f"return(last 20) {ret}  time left {time.strftime('%H:%M:%S', time.gmtime(left))}",
+                flush=True,
+            )
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def train(args: Args) -> dict:
+    """Train an agent; returns a summary (run name, global step, the returns of all episodes)."""
+    args = validate_args(args)
+    run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    # seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads)
+    if args.cuda and not torch.cuda.is_available():
+        print("notice: CUDA is not available, running on CPU", flush=True)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    if args.capture_video:
+        check_video_support(args.env_id)
+    envs = make_envs(args, run_name, capture_video=args.capture_video)
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    action_dim = int(np.prod(envs.single_action_space.shape))
+
+    agent = Agent(obs_dim, action_dim).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)  # detail 3: eps 1e-5
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # rollout storage
+    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim)).to(device)
+    actions = torch.zeros((args.num_steps, args.num_envs, action_dim)).to(device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    values = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    # what the env returns stays in numpy until the rollout ends: one copy per iteration, not per step
+    rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    terminations = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    truncations = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    valid = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+
+    global_step = 0
+    episodic_returns = []
+    recent_returns = deque(maxlen=20)
+    progress = ProgressReporter(args.num_iterations * args.batch_size, run_name, live=sys.stdout.isatty())
+    start_time = time.time()
+    next_obs, _ = envs.reset(seed=args.seed)
+    envs.action_space.seed(args.seed)
+    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+    next_done = np.zeros(args.num_envs, dtype=np.float32)  # did the step that gave next_obs end an episode?
+
+    try:
+        for iteration in range(1, args.num_iterations + 1):
+            if args.anneal_lr:  # detail 4: linear learning-rate annealing
+                frac = 1.0 - (iteration - 1.0) / args.num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+            for step in range(0, args.num_steps):
+                global_step += args.num_envs
+                obs[step] = next_obs
+                # NEXT_STEP autoreset: the step after an episode end only resets that env (its action is
+                # ignored, its reward is 0), so it is no experience and stays out of the loss
+                valid[step] = 1.0 - next_done
+
+                with torch.no_grad():
+                    action, logprob, _, value = agent.get_action_and_value(next_obs)
+                    values[step] = value.flatten()
+                actions[step] = action  # detail 5: store the unclipped sample
+                logprobs[step] = logprob
+
+                next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(action.cpu().numpy())
+                next_done = np.maximum(terminations[step], truncations[step])
+                next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+
+                if "episode" in infos:
+                    for i in np.flatnonzero(infos["_episode"]):
+                        episodic_return, episodic_length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
+                        episodic_returns.append(episodic_return)
+                        recent_returns.append(episodic_return)
+                        writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+                        writer.add_scalar("charts/episodic_length", episodic_length, global_step)
+
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs).reshape(1, -1)[0]
+            rollout_valid = torch.as_tensor(valid, device=device)
+            advantages, returns = compute_gae(
+                torch.as_tensor(rewards, device=device), values, next_value,
+                torch.as_tensor(terminations, device=device), torch.as_tensor(truncations, device=device),
+                rollout_valid, args.gamma, args.gae_lambda, args.bootstrap_truncated,
+            )  # fmt: skip
+
+            # flatten the batch
+            b_obs = obs.reshape((-1, obs_dim))
+            b_logprobs = logprobs.reshape(-1)
+            b_actions = actions.reshape((-1, action_dim))
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_values = values.reshape(-1)
+            b_valid = rollout_valid.reshape(-1)
+
+            # optimizing the policy and value network
+            update_stats = []
+            for epoch in range(args.update_epochs):
+                b_inds = torch.randperm(args.batch_size, device=device)  # detail 6: shuffled minibatches
+                for start in range(0, args.batch_size, args.minibatch_size):
+                    mb_inds = b_inds[start : start + args.minibatch_size]
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                    loss, stats = ppo_loss(
+                        newlogprob, entropy, newvalue, b_logprobs[mb_inds], b_advantages[mb_inds],
+                        b_returns[mb_inds], b_values[mb_inds], b_valid[mb_inds], args,
+                    )  # fmt: skip
+                    optimizer.zero_grad()
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                    optimizer.step()
+                    update_stats.append(torch.cat([stats, grad_norm.detach().reshape(1)]))
+
+                if args.target_kl is not None and stats[4].item() > args.target_kl:
+                    break
+
+            # losses are means over every minibatch of the update (CleanRL logs the last one)
+            pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac, grad_norm = (
+                torch.stack(update_stats).mean(0).tolist()
+            )
+            is_valid = b_valid.bool()
+            explained_var = explained_variance(b_values[is_valid], b_returns[is_valid])
+
+            sps = global_step / (time.time() - start_time)
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("losses/value_loss", v_loss, global_step)
+            writer.add_scalar("losses/policy_loss", pg_loss, global_step)
+            writer.add_scalar("losses/entropy", entropy_loss, global_step)
+            writer.add_scalar("losses/old_approx_kl", old_approx_kl, global_step)
+            writer.add_scalar("losses/approx_kl", approx_kl, global_step)
+            writer.add_scalar("losses/clipfrac", clipfrac, global_step)
+            writer.add_scalar("losses/explained_variance", explained_var, global_step)
+            writer.add_scalar("losses/grad_norm", grad_norm, global_step)
+            writer.add_scalar("charts/action_std", agent.actor_logstd.exp().mean().item(), global_step)
+            writer.add_scalar("charts/SPS", int(sps), global_step)
+            progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else None)
+    finally:
+        progress.close()
+        envs.close()
+        writer.close()
+
+    return {"run_name": run_name, "global_step": global_step, "episodic_returns": episodic_returns}
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    train(args)
