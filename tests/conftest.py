@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SCRIPTS = ["ppo_continuous.py", "ppo_discrete.py"]
+
+
+def run_script(script, *flags, cwd, env=None, timeout=600, python_prefix=()):
+    """Run one of the scripts as a user would, in `cwd`, and return the finished process."""
+    run_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, *python_prefix, str(REPO / script), *flags],
+        cwd=cwd,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_scalars(run_dir):
+    """All scalars of a TensorBoard run directory: {tag: [(step, value), ...]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
+
+
+def single_run_dir(cwd):
+    run_dirs = list((Path(cwd) / "runs").iterdir())
+    assert len(run_dirs) == 1, run_dirs
+    return run_dirs[0]
+
+
+@pytest.fixture
+def tiny_continuous():
+    """Flags for a fast continuous run: two iterations of a small batch."""
+    return ["--env-id", "InvertedPendulum-v4", "--num-steps", "64", "--num-minibatches", "4",
+            "--update-epochs", "2", "--total-timesteps", "128"]  # fmt: skip
+
+
+@pytest.fixture
+def tiny_discrete():
+    return ["--env-id", "CartPole-v1", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
+            "--update-epochs", "2", "--total-timesteps", "128"]  # fmt: skip

@@ -1,0 +1,109 @@
+"""The clipped PPO objective: hand-computed gradients, masking, and the first-minibatch invariants."""
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+MODULES = ["ppo_continuous", "ppo_discrete"]
+
+
+def loss_args(module, **overrides):
+    args = module.Args(norm_adv=False, clip_coef=0.2, ent_coef=0.0, vf_coef=0.5)
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def policy_gradient(module, ratios, advantages, mask=None):
+    """d(loss)/d(newlogprob) for given ratios, with the value and entropy terms switched off."""
+    newlogprob = torch.tensor(np.log(ratios), dtype=torch.float32, requires_grad=True)
+    n = len(ratios)
+    mask = torch.ones(n) if mask is None else torch.tensor(mask, dtype=torch.float32)
+    loss, stats = module.ppo_loss(
+        newlogprob, torch.zeros(n), torch.zeros(n), torch.zeros(n), torch.tensor(advantages, dtype=torch.float32),
+        torch.zeros(n), torch.zeros(n), mask, loss_args(module, vf_coef=0.0),
+    )  # fmt: skip
+    loss.backward()
+    return newlogprob.grad.numpy(), loss.item(), stats
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_clipped_objective_gives_zero_gradient_beyond_the_clip_range(module_name):
+    module = importlib.import_module(module_name)
+    # ratio 1.5 with A > 0 and ratio 0.5 with A < 0 are clipped in the direction the update pushes:
+    # no gradient. Inside the range (1.1, 0.9) and in the unclipped direction (0.5 with A > 0,
+    # 1.5 with A < 0) the gradient of mean(-A * ratio) w.r.t. log ratio is -A * ratio / n.
+    ratios = [1.5, 0.5, 1.1, 0.9, 0.5, 1.5]
+    advantages = [1.0, -1.0, 2.0, -2.0, 1.0, -1.0]
+    grad, loss, _ = policy_gradient(module, ratios, advantages)
+    n = len(ratios)
+    expected = [0.0, 0.0, -2.0 * 1.1 / n, 2.0 * 0.9 / n, -1.0 * 0.5 / n, 1.0 * 1.5 / n]
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+    # loss = mean(max(-A r, -A clip(r))) computed by hand
+    expected_loss = np.mean([-1.2, 0.8, -2.2, 1.8, -0.5, 1.5])
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_masked_samples_change_neither_loss_nor_gradient(module_name):
+    module = importlib.import_module(module_name)
+    grad_all, loss_all, _ = policy_gradient(module, [1.1, 0.9], [2.0, -2.0])
+    grad_masked, loss_masked, _ = policy_gradient(module, [1.1, 0.9, 3.0], [2.0, -2.0, 100.0], mask=[1, 1, 0])
+    assert loss_masked == pytest.approx(loss_all, rel=1e-6)
+    np.testing.assert_allclose(grad_masked, [*grad_all, 0.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_debug_scalars_match_hand_calculation(module_name):
+    module = importlib.import_module(module_name)
+    ratios = np.array([1.5, 0.5, 1.1, 0.9])
+    _, _, stats = policy_gradient(module, ratios, [1.0, -1.0, 2.0, -2.0])
+    logratio = np.log(ratios)
+    assert stats[3].item() == pytest.approx(np.mean(-logratio), rel=1e-5)  # old_approx_kl
+    assert stats[4].item() == pytest.approx(np.mean((ratios - 1) - logratio), rel=1e-5)  # approx_kl
+    assert stats[5].item() == pytest.approx(0.5)  # clipfrac: 1.5 and 0.5 are outside [0.8, 1.2]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_value_loss_is_clipped_around_the_old_value(module_name):
+    module = importlib.import_module(module_name)
+    # old value 0, return 1, new value 0.5: clipped value 0.2 -> max((0.5-1)^2, (0.2-1)^2) = 0.64
+    n = 1
+    newvalue = torch.tensor([0.5], requires_grad=True)
+    loss, stats = module.ppo_loss(
+        torch.zeros(n), torch.zeros(n), newvalue, torch.zeros(n), torch.zeros(n), torch.ones(n),
+        torch.zeros(n), torch.ones(n), loss_args(module, vf_coef=1.0),
+    )  # fmt: skip
+    assert stats[1].item() == pytest.approx(0.5 * 0.64)
+    loss.backward()
+    assert newvalue.grad.item() == 0.0  # the clipped branch is active and constant in newvalue
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_ratio_is_one_and_approx_kl_zero_on_first_minibatch(module_name, tmp_path, monkeypatch):
+    """Inside a real training run, the first minibatch of every update sees the rollout policy."""
+    module = importlib.import_module(module_name)
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    real_loss = module.ppo_loss
+
+    def recording_loss(newlogprob, entropy, newvalue, logprobs, *rest):
+        calls.append((newlogprob - logprobs).detach().abs().max().item())
+        loss, stats = real_loss(newlogprob, entropy, newvalue, logprobs, *rest)
+        calls[-1] = (calls[-1], stats[4].item())
+        return loss, stats
+
+    monkeypatch.setattr(module, "ppo_loss", recording_loss)
+    env_id = "InvertedPendulum-v4" if module_name == "ppo_continuous" else "CartPole-v1"
+    args = module.Args(env_id=env_id, num_envs=2, num_steps=32, num_minibatches=2, update_epochs=3,
+                       total_timesteps=192, cuda=False)  # fmt: skip
+    module.train(args)
+    per_update = args.update_epochs * args.num_minibatches
+    assert len(calls) == 3 * per_update
+    for first in calls[::per_update]:
+        max_logratio, approx_kl = first
+        assert max_logratio < 1e-5  # ratio == 1 up to float rounding
+        assert abs(approx_kl) < 1e-7
+    # later minibatches did move the policy, so the check above is not vacuous
+    assert max(c[0] for c in calls) > 1e-4

@@ -1,0 +1,140 @@
+"""Each script end to end, as a user runs it: logs, reproducibility, video and bad input."""
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, read_scalars, run_script, single_run_dir
+
+COMMON_TAGS = [
+    "charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
+    "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/old_approx_kl",
+    "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/grad_norm",
+]  # fmt: skip
+LOSS_TAGS = [tag for tag in COMMON_TAGS if tag.startswith("losses/")]
+
+
+@pytest.fixture(params=["ppo_continuous.py", "ppo_discrete.py"])
+def script_and_flags(request, tiny_continuous, tiny_discrete):
+    flags = tiny_continuous if request.param == "ppo_continuous.py" else tiny_discrete
+    return request.param, flags
+
+
+def test_script_runs_and_logs_expected_tags_with_finite_values(script_and_flags, tmp_path):
+    script, flags = script_and_flags
+    result = run_script(script, *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scalars = read_scalars(single_run_dir(tmp_path))
+    expected = COMMON_TAGS + (["charts/action_std"] if script == "ppo_continuous.py" else [])
+    for tag in expected:
+        assert tag in scalars, f"{tag} missing; got {sorted(scalars)}"
+        assert all(math.isfinite(value) for _, value in scalars[tag]), tag
+    # two iterations of 128 steps in all: one loss point per iteration, at the global step
+    assert [step for step, _ in scalars["losses/value_loss"]] == [64, 128]
+    assert "128/128" in result.stdout  # the console shows progress
+
+
+def test_same_seed_gives_identical_logged_losses(script_and_flags, tmp_path):
+    script, flags = script_and_flags
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        result = run_script(script, *flags, "--seed", "7", cwd=tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        runs.append(read_scalars(single_run_dir(tmp_path / name)))
+    for tag in LOSS_TAGS + ["charts/episodic_return"]:
+        assert runs[0][tag] == runs[1][tag], tag
+    # and a different seed does give a different run
+    (tmp_path / "c").mkdir()
+    assert run_script(script, *flags, "--seed", "8", cwd=tmp_path / "c").returncode == 0
+    other = read_scalars(single_run_dir(tmp_path / "c"))
+    assert other["losses/value_loss"] != runs[0]["losses/value_loss"]
+
+
+def count_frames(path):
+    import imageio_ffmpeg
+
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    return frames
+
+
+def first_frame(path):
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    width, height = meta["size"]
+    frame = np.frombuffer(next(reader), dtype=np.uint8).reshape(height, width, 3)
+    reader.close()
+    return frame
+
+
+@pytest.mark.parametrize(
+    "script,flags",
+    [
+        ("ppo_discrete.py", ["--env-id", "CartPole-v1", "--num-envs", "2", "--num-steps", "64",
+                             "--num-minibatches", "2", "--update-epochs", "1", "--total-timesteps", "256"]),
+        ("ppo_continuous.py", ["--env-id", "Hopper-v4", "--num-steps", "128", "--num-minibatches", "2",
+                               "--update-epochs", "1", "--total-timesteps", "256"]),
+    ],
+)  # fmt: skip
+def test_capture_video_writes_playable_mp4_showing_the_agent(script, flags, tmp_path):
+    result = run_script(script, *flags, "--capture-video", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    videos = sorted((tmp_path / "videos").rglob("*.mp4"))
+    assert videos, f"no mp4 under videos/: {result.stdout}\n{result.stderr}"
+    assert videos[0].parent.name == single_run_dir(tmp_path).name  # videos/{run_name}/
+    assert count_frames(videos[0]) > 1
+    frame = first_frame(videos[0])
+    assert frame.std() > 5  # a rendered scene, not a blank frame
+
+
+ERROR_CASES = [
+    ("ppo_continuous.py", ["--env-id", "CartPole-v1"], "ppo_discrete.py"),
+    ("ppo_discrete.py", ["--env-id", "Pendulum-v1"], "ppo_continuous.py"),
+    ("ppo_continuous.py", ["--env-id", "NoSuchEnv-v0"], "unknown --env-id"),
+    ("ppo_discrete.py", ["--env-id", "CartPol-v1"], "unknown --env-id"),
+    ("ppo_continuous.py", ["--num-steps", "100", "--num-minibatches", "32"], "--num-minibatches"),
+    ("ppo_discrete.py", ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], "--num-minibatches"),
+    ("ppo_continuous.py", ["--total-timesteps", "1000"], "no iteration would run"),
+    ("ppo_discrete.py", ["--total-timesteps", "100"], "no iteration would run"),
+    ("ppo_discrete.py", ["--num-envs", "0"], "--num-envs must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("script,flags,message", ERROR_CASES)
+def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
+    result = run_script(script, *flags, cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+@pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
+def test_video_without_moviepy_gives_one_line_error(script, tmp_path):
+    # make `import moviepy` fail the way it does where the package is not installed
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "moviepy.py").write_text("raise ImportError('No module named moviepy')\n")
+    result = run_script(script, "--capture-video", cwd=tmp_path, env={"PYTHONPATH": str(blocker)}, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--capture-video needs moviepy" in result.stderr
+
+
+def test_video_without_a_renderer_gives_one_line_error(tmp_path):
+    # an OpenGL backend that does not exist stands in for a machine with no renderer at all
+    result = run_script("ppo_continuous.py", "--capture-video", cwd=tmp_path, env={"MUJOCO_GL": "nosuchgl"}, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "--capture-video cannot render" in error_lines[0], result.stderr
+
+
+def test_importing_a_script_runs_nothing(tmp_path):
+    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); import ppo_continuous, ppo_discrete"
+    imported = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no runs/ or videos/ folder
