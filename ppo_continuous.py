@@ -2,8 +2,11 @@
 # copy it to start your own research. Docs: README.md; the details follow Huang et al.,
 # "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
 import os
+import pickle
 import random
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -81,6 +84,24 @@ class Args:
     clip_reward: float = 10.0
     """the clip range of scaled rewards"""
 
+    # Checkpoints and evaluation
+    save_model: bool = False
+    """save a checkpoint at the end of training, in runs/{run_name}/checkpoint.pt"""
+    checkpoint_every: int = 0
+    """also update runs/{run_name}/checkpoint.pt every N iterations (0: off)"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --torch-threads, --capture-video)"""
+    init_from: str | None = None
+    """start a new run from this checkpoint's weights and normalization statistics (fine-tuning)"""
+    eval_every: int = 0
+    """evaluate every N iterations on a separate env with frozen normalization, keeping runs/{run_name}/best.pt (0: off)"""
+    eval_episodes: int = 10
+    """the number of episodes of each evaluation"""
+    eval_stochastic: bool = False
+    """sample actions when evaluating (default: the deterministic mean action)"""
+    eval_checkpoint: str | None = None
+    """evaluate this checkpoint for --eval-episodes episodes, print mean and std, and exit without training"""
+
     # to be filled in runtime
     batch_size: int = 0
     """the batch size (computed in runtime)"""
@@ -97,9 +118,15 @@ def fail(message: str):
 
 def validate_args(args: Args) -> Args:
     """Check impossible settings once, right after parsing, and fill in the derived sizes."""
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps", "torch_threads"):
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps", "torch_threads",
+                 "eval_episodes"):  # fmt: skip
         if getattr(args, name) < 1:
             fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("checkpoint_every", "eval_every"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be 0 (off) or more, got {getattr(args, name)}")
+    if args.resume and args.init_from:
+        fail("--resume continues a run and --init-from starts a new one; pass only one of them")
     args.batch_size = args.num_envs * args.num_steps
     if args.batch_size % args.num_minibatches != 0:
         fail(
@@ -126,12 +153,12 @@ def validate_args(args: Args) -> Args:
 # Environments
 
 
-def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
+def make_env(env_id: str, idx: int, video_folder: str | None = None, video_trigger=None):
     def thunk():
-        if capture_video and idx == 0:
+        if video_folder is not None and idx == 0:
             # film sub-env 0 alone: the vector RecordVideo would render every sub-env
             env = gym.make(env_id, render_mode="rgb_array")
-            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+            env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=video_trigger)
         else:
             env = gym.make(env_id)
         return env
@@ -139,7 +166,7 @@ def make_env(env_id: str, idx: int, capture_video: bool, run_name: str):
     return thunk
 
 
-def make_envs(args: Args, run_name: str, num_envs: int | None = None, capture_video: bool = False):
+def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None = None, video_trigger=None):
     """Vector env with CleanRL's wrapper stack, in gymnasium 1.x's NEXT_STEP autoreset mode."""
     num_envs = args.num_envs if num_envs is None else num_envs
     try:
@@ -147,7 +174,7 @@ def make_envs(args: Args, run_name: str, num_envs: int | None = None, capture_vi
     except gym.error.Error as error:
         fail(f"unknown --env-id {args.env_id!r}: {error} Pass a registered gymnasium id, e.g. HalfCheetah-v4")
     envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, capture_video, run_name) for i in range(num_envs)],
+        [make_env(args.env_id, i, video_folder, video_trigger) for i in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     )
     if not isinstance(envs.single_action_space, gym.spaces.Box):
@@ -233,6 +260,10 @@ class Agent(nn.Module):
         # detail 3: independent action dimensions, log-probs summed
         return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
 
+    def act(self, x, deterministic: bool = True):
+        """The action to evaluate with: the mean action, or a sample."""
+        return self.actor_mean(x) if deterministic else self.get_action_and_value(x)[0]
+
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers: GAE and the PPO loss
@@ -307,6 +338,168 @@ def explained_variance(y_pred, y_true):
 
 
 # ---------------------------------------------------------------------------------------------
+# Normalization statistics, evaluation and checkpoints
+
+
+NORMALIZERS = [  # (checkpoint key, gymnasium wrapper, its RunningMeanStd attribute)
+    ("obs_rms", gym.wrappers.vector.NormalizeObservation, "obs_rms"),
+    ("return_rms", gym.wrappers.vector.NormalizeReward, "return_rms"),
+]
+
+
+def find_wrapper(envs, wrapper_type):
+    while isinstance(envs, gym.vector.VectorWrapper):
+        if isinstance(envs, wrapper_type):
+            return envs
+        envs = envs.env
+    return None
+
+
+def get_normalization(envs) -> dict:
+    """The running statistics of the observation and reward normalizers, as tensors."""
+    state = {}
+    for key, wrapper_type, attribute in NORMALIZERS:
+        wrapper = find_wrapper(envs, wrapper_type)
+        if wrapper is not None:
+            rms = getattr(wrapper, attribute)
+            state[key] = {"mean": torch.tensor(rms.mean), "var": torch.tensor(rms.var), "count": float(rms.count)}
+    return state
+
+
+def set_normalization(envs, state: dict, freeze: bool = False):
+    """Copy running statistics into envs' normalizers; `freeze` stops them from updating."""
+    for key, wrapper_type, attribute in NORMALIZERS:
+        wrapper = find_wrapper(envs, wrapper_type)
+        if wrapper is not None and key in state:
+            rms = getattr(wrapper, attribute)
+            rms.mean = state[key]["mean"].cpu().numpy().copy()  # the saved dtype: no precision lost
+            rms.var = state[key]["var"].cpu().numpy().copy()
+            rms.count = state[key]["count"]
+        if wrapper is not None and freeze:
+            wrapper.update_running_mean = False
+
+
+def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
+    """Play one episode in every sub-env of `envs`; returns their raw returns.
+
+    `envs` should have frozen normalization (see `set_normalization`), so that evaluating
+    changes no statistics."""
+    next_obs, _ = envs.reset(seed=seed)
+    returns = np.full(envs.num_envs, np.nan)
+    while np.isnan(returns).any():
+        with torch.no_grad():
+            action = agent.act(torch.as_tensor(next_obs, dtype=torch.float32, device=device), deterministic)
+        next_obs, _, _, _, infos = envs.step(action.cpu().numpy())
+        if "episode" in infos:
+            finished = infos["_episode"] & np.isnan(returns)  # count each sub-env's first episode only
+            returns[finished] = infos["episode"]["r"][finished]
+    return returns
+
+
+SCRIPT = "ppo_continuous"
+
+
+def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str, global_step: int,
+                    iteration: int, best_eval_return: float | None):  # fmt: skip
+    """Everything a run needs to continue. Written atomically: a crash mid-write leaves the
+    previous file intact. Holds only tensors and plain Python values, so it loads with
+    `torch.load(weights_only=True)`, which cannot run code from the file."""
+    np_rng = np.random.get_state()
+    checkpoint = {
+        "script": SCRIPT,
+        "run_name": run_name,
+        "args": vars(args),
+        "observation_shape": list(envs.single_observation_space.shape),
+        "action_shape": list(envs.single_action_space.shape),
+        "global_step": global_step,
+        "iteration": iteration,
+        "best_eval_return": best_eval_return,
+        "agent": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "normalization": get_normalization(envs),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_rng[0], torch.from_numpy(np_rng[1].astype(np.int64)), *np_rng[2:]],
+            "python": random.getstate(),
+        },
+    }
+    tmp_path = f"{path}.tmp"
+    with open(tmp_path, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)  # atomic on POSIX and Windows
+
+
+def load_checkpoint(path: str, device="cpu") -> dict:
+    """Load a checkpoint safely, or stop with a one-line error naming the problem."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        fail(f"checkpoint {path} does not exist; pass a checkpoint.pt or best.pt from a run directory under runs/")
+    except pickle.UnpicklingError as error:
+        if "global" in str(error).lower():  # weights_only met a class or function it will not import
+            fail(f"checkpoint {path} was refused: it holds pickled objects that could run code when loaded; "
+                 f"use a checkpoint written by this script")  # fmt: skip
+        fail(f"checkpoint {path} is corrupt or not a checkpoint; use another checkpoint (e.g. best.pt)")
+    except Exception as error:  # truncated or damaged archives raise assorted errors
+        fail(f"checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__}); use another checkpoint")
+    if not isinstance(checkpoint, dict) or "script" not in checkpoint or "agent" not in checkpoint:
+        fail(f"{path} is not a checkpoint of these PPO scripts; pass one written by --save-model or --checkpoint-every")
+    if checkpoint["script"] != SCRIPT:
+        fail(f"checkpoint {path} was written by {checkpoint['script']}.py; load it with that script, not {SCRIPT}.py")
+    return checkpoint
+
+
+def check_checkpoint_fits(checkpoint: dict, path: str, envs, args: Args):
+    """The saved networks must match the env's observation and action shapes, and its inputs
+    must be normalized the same way."""
+    observation_shape, action_shape = list(envs.single_observation_space.shape), list(envs.single_action_space.shape)
+    if checkpoint["observation_shape"] != observation_shape or checkpoint["action_shape"] != action_shape:
+        fail(
+            f"checkpoint {path} was made for observations {checkpoint['observation_shape']} and actions "
+            f"{checkpoint['action_shape']}, but {args.env_id} has {observation_shape} and {action_shape}; "
+            f"use an env with the same spaces"
+        )
+    if checkpoint["args"]["norm_obs"] != args.norm_obs:
+        fail(f"checkpoint {path} was trained with norm_obs={checkpoint['args']['norm_obs']}; pass the same --norm-obs setting")
+
+
+def args_from_checkpoint(checkpoint: dict) -> Args:
+    fields = Args.__dataclass_fields__
+    return Args(**{key: value for key, value in checkpoint["args"].items() if key in fields})
+
+
+def evaluate_checkpoint(args: Args) -> np.ndarray:
+    """`--eval-checkpoint PATH`: play --eval-episodes episodes with the saved policy and its frozen
+    normalization statistics; trains nothing and writes no logs (videos only when asked)."""
+    args = validate_args(args)
+    torch.set_num_threads(args.torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    checkpoint = load_checkpoint(args.eval_checkpoint, device)
+    saved_args = args_from_checkpoint(checkpoint)
+    video_folder = None
+    if args.capture_video:
+        check_video_support(saved_args.env_id)
+        video_folder = f"videos/{checkpoint['run_name']}-eval"
+    envs = make_envs(saved_args, args.eval_episodes, video_folder, video_trigger=lambda episode: episode == 0)
+    check_checkpoint_fits(checkpoint, args.eval_checkpoint, envs, saved_args)
+    set_normalization(envs, checkpoint["normalization"], freeze=True)
+    agent = Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"][0]).to(device)
+    agent.load_state_dict(checkpoint["agent"])
+    returns = evaluate(agent, envs, not args.eval_stochastic, args.seed, device)
+    envs.close()
+    mode = "stochastic" if args.eval_stochastic else "deterministic"
+    print(
+        f"{saved_args.env_id}: return {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} episodes "
+        f"({mode}; checkpoint {args.eval_checkpoint}, step {checkpoint['global_step']:,})",
+        flush=True,
+    )
+    return returns
+
+
+# ---------------------------------------------------------------------------------------------
 # Console progress: a live bar on a terminal, plain lines in a file or CI
 
 
@@ -340,6 +533,12 @@ class ProgressReporter:
                 flush=True,
             )
 
+    def message(self, text: str):
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            print(text, flush=True)
+
     def close(self):
         if self.bar is not None:
             self.bar.stop()
@@ -349,10 +548,26 @@ class ProgressReporter:
 # Training
 
 
+# flags that belong to one invocation, not to the run: --resume takes these from the command line
+RUNTIME_FLAGS = ("cuda", "torch_threads", "capture_video", "resume")
+
+
 def train(args: Args) -> dict:
-    """Train an agent; returns a summary (run name, global step, the returns of all episodes)."""
+    """Train an agent. Returns a summary: run name, global step, every episode's return, whether
+    it was interrupted, the best eval return, the agent, its optimizer and normalization statistics."""
     args = validate_args(args)
-    run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    resumed = None
+    if args.resume:  # the run's hyperparameters come from the checkpoint
+        resumed = load_checkpoint(args.resume, device)
+        saved_args = args_from_checkpoint(resumed)
+        for name in RUNTIME_FLAGS:
+            setattr(saved_args, name, getattr(args, name))
+        args = validate_args(saved_args)
+        run_name = resumed["run_name"]
+    else:
+        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    checkpoints_on = args.save_model or args.checkpoint_every > 0
 
     # seeding
     random.seed(args.seed)
@@ -362,19 +577,46 @@ def train(args: Args) -> dict:
     torch.set_num_threads(args.torch_threads)
     if args.cuda and not torch.cuda.is_available():
         print("notice: CUDA is not available, running on CPU", flush=True)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
     if args.capture_video:
         check_video_support(args.env_id)
-    envs = make_envs(args, run_name, capture_video=args.capture_video)
+    envs = make_envs(args, video_folder=f"videos/{run_name}" if args.capture_video else None)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_dim = int(np.prod(envs.single_action_space.shape))
 
     agent = Agent(obs_dim, action_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)  # detail 3: eps 1e-5
 
-    writer = SummaryWriter(f"runs/{run_name}")
+    global_step, start_iteration, best_eval_return = 0, 1, None
+    if args.init_from:  # fine-tuning: weights and normalization statistics, a fresh optimizer and schedule
+        source = load_checkpoint(args.init_from, device)
+        check_checkpoint_fits(source, args.init_from, envs, args)
+        agent.load_state_dict(source["agent"])
+        set_normalization(envs, source["normalization"])
+    if resumed is not None:
+        check_checkpoint_fits(resumed, args.resume, envs, args)
+        agent.load_state_dict(resumed["agent"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        set_normalization(envs, resumed["normalization"])
+        global_step, start_iteration = resumed["global_step"], resumed["iteration"] + 1
+        best_eval_return = resumed["best_eval_return"]
+        torch.set_rng_state(resumed["rng"]["torch"].cpu())
+        if resumed["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([state.cpu() for state in resumed["rng"]["cuda"]])
+        np_rng = resumed["rng"]["numpy"]
+        np.random.set_state((np_rng[0], np_rng[1].numpy().astype(np.uint32), *np_rng[2:]))
+        random.setstate(resumed["rng"]["python"])
+        if start_iteration > args.num_iterations:
+            print(f"{run_name} already finished its {args.total_timesteps:,} steps; nothing to resume", flush=True)
+        else:
+            print(f"resuming {run_name} at step {global_step:,} (iteration {start_iteration})", flush=True)
+    eval_envs = make_envs(args, args.eval_episodes) if args.eval_every > 0 else None
+
+    os.makedirs(f"runs/{run_name}", exist_ok=True)
+    checkpoint_path, best_path = f"runs/{run_name}/checkpoint.pt", f"runs/{run_name}/best.pt"
+    # on resume, drop any events logged after the checkpoint by the run that stopped
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed is not None else None)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
@@ -391,18 +633,33 @@ def train(args: Args) -> dict:
     truncations = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     valid = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
 
-    global_step = 0
     episodic_returns = []
     recent_returns = deque(maxlen=20)
     progress = ProgressReporter(args.num_iterations * args.batch_size, run_name, live=sys.stdout.isatty())
-    start_time = time.time()
-    next_obs, _ = envs.reset(seed=args.seed)
+    start_time, start_step = time.time(), global_step
+    # a resumed run cannot restore the simulators' states: it starts new episodes, with new seeds
+    next_obs, _ = envs.reset(seed=args.seed + global_step)
     envs.action_space.seed(args.seed)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = np.zeros(args.num_envs, dtype=np.float32)  # did the step that gave next_obs end an episode?
 
+    # Ctrl-C (or SIGTERM, e.g. a cluster preempting the job) finishes the current iteration, then
+    # saves and stops cleanly; a second Ctrl-C stops at once
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        if stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop_requested.append(signum)
+        progress.message("stopping after this iteration (Ctrl-C again to stop at once)")
+
+    handle_signals = threading.current_thread() is threading.main_thread()
+    if handle_signals:
+        previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    iteration = start_iteration - 1
     try:
-        for iteration in range(1, args.num_iterations + 1):
+        for iteration in range(start_iteration, args.num_iterations + 1):
             if args.anneal_lr:  # detail 4: linear learning-rate annealing
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
@@ -477,7 +734,7 @@ def train(args: Args) -> dict:
             is_valid = b_valid.bool()
             explained_var = explained_variance(b_values[is_valid], b_returns[is_valid])
 
-            sps = global_step / (time.time() - start_time)
+            sps = (global_step - start_step) / (time.time() - start_time)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("losses/value_loss", v_loss, global_step)
             writer.add_scalar("losses/policy_loss", pg_loss, global_step)
@@ -489,15 +746,62 @@ def train(args: Args) -> dict:
             writer.add_scalar("losses/grad_norm", grad_norm, global_step)
             writer.add_scalar("charts/action_std", agent.actor_logstd.exp().mean().item(), global_step)
             writer.add_scalar("charts/SPS", int(sps), global_step)
+
+            if eval_envs is not None and (iteration % args.eval_every == 0 or iteration == args.num_iterations):
+                set_normalization(eval_envs, get_normalization(envs), freeze=True)  # a frozen copy
+                eval_returns = evaluate(agent, eval_envs, not args.eval_stochastic, args.seed + 100_000, device)
+                writer.add_scalar("eval/episodic_return", eval_returns.mean(), global_step)
+                writer.add_scalar("eval/episodic_return_std", eval_returns.std(), global_step)
+                if best_eval_return is None or eval_returns.mean() > best_eval_return:
+                    best_eval_return = float(eval_returns.mean())
+                    save_checkpoint(best_path, agent, optimizer, envs, args, run_name, global_step, iteration,
+                                    best_eval_return)  # fmt: skip
+            if args.checkpoint_every > 0 and iteration % args.checkpoint_every == 0:
+                save_checkpoint(checkpoint_path, agent, optimizer, envs, args, run_name, global_step, iteration,
+                                best_eval_return)  # fmt: skip
             progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else None)
+            if stop_requested:
+                break
+
+        # the last completed iteration is saved, also when stopped early
+        if checkpoints_on and iteration >= start_iteration:
+            save_checkpoint(checkpoint_path, agent, optimizer, envs, args, run_name, global_step, iteration,
+                            best_eval_return)  # fmt: skip
     finally:
+        if handle_signals:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
         progress.close()
         envs.close()
-        writer.close()
+        if eval_envs is not None:
+            eval_envs.close()
+        writer.close()  # flushes the TensorBoard events
 
-    return {"run_name": run_name, "global_step": global_step, "episodic_returns": episodic_returns}
+    if stop_requested:
+        if checkpoints_on:
+            hint = f"resume with: python {SCRIPT}.py --resume {checkpoint_path}"
+        else:
+            hint = "no checkpoint was saved (use --checkpoint-every N or --save-model to be able to resume)"
+        print(f"stopped at step {global_step:,}; logs are in runs/{run_name}; {hint}", flush=True)
+    elif checkpoints_on:
+        print(f"saved {checkpoint_path}", flush=True)
+    return {
+        "run_name": run_name,
+        "global_step": global_step,
+        "episodic_returns": episodic_returns,
+        "interrupted": bool(stop_requested),
+        "best_eval_return": best_eval_return,
+        "agent": agent,
+        "optimizer": optimizer,
+        "normalization": get_normalization(envs),
+    }
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    train(args)
+    try:
+        summary = evaluate_checkpoint(args) if args.eval_checkpoint else train(args)
+    except KeyboardInterrupt:
+        raise SystemExit("stopped at once by a second Ctrl-C; logs up to the last iteration are flushed")
+    if isinstance(summary, dict) and summary["interrupted"]:
+        sys.exit(130)  # the shell's convention for a run stopped by Ctrl-C

@@ -1,0 +1,302 @@
+"""Checkpoints, resume, evaluation and fine-tuning, in both scripts."""
+import copy
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, read_scalars, run_script, single_run_dir
+
+# (module, env for most tests, an env with other spaces, an env with the same spaces)
+SETUPS = {
+    "ppo_continuous": ("InvertedPendulum-v4", "HalfCheetah-v4", None),
+    "ppo_discrete": ("CartPole-v1", "Acrobot-v1", "CartPole-v0"),
+}
+MODULES = list(SETUPS)
+
+
+def tiny_args(module, **overrides):
+    """Two iterations of 64 steps on two envs: seconds, not minutes."""
+    values = dict(env_id=SETUPS[module.__name__][0], num_envs=2, num_steps=32, num_minibatches=2,
+                  update_epochs=2, total_timesteps=128, cuda=False)  # fmt: skip
+    if module.__name__ == "ppo_discrete":
+        values.update(norm_obs=True, norm_reward=True)  # so the discrete checkpoint holds statistics too
+    values.update(overrides)
+    return module.Args(**values)
+
+
+@pytest.fixture(params=MODULES)
+def module(request):
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture
+def trained(module, tmp_path, monkeypatch):
+    """A finished tiny run with --save-model; returns (summary, checkpoint path)."""
+    monkeypatch.chdir(tmp_path)
+    summary = module.train(tiny_args(module, save_model=True))
+    return summary, tmp_path / "runs" / summary["run_name"] / "checkpoint.pt"
+
+
+def eval_envs_with(module, args, normalization, num_envs=3):
+    envs = module.make_envs(args, num_envs)
+    module.set_normalization(envs, normalization, freeze=True)
+    return envs
+
+
+def test_checkpoint_round_trip_gives_identical_actions_for_identical_raw_observations(module, trained):
+    summary, path = trained
+    checkpoint = module.load_checkpoint(str(path))
+    args = module.args_from_checkpoint(checkpoint)
+    loaded = module.Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"][0])
+    loaded.load_state_dict(checkpoint["agent"])
+
+    # the raw observation -> normalize by hand with each set of statistics -> deterministic action
+    raw = np.random.default_rng(0).normal(size=(64, checkpoint["observation_shape"][0])) * 3
+    actions = []
+    for agent, stats in ((summary["agent"], summary["normalization"]), (loaded, checkpoint["normalization"])):
+        obs_rms = stats["obs_rms"]
+        normalized = np.clip((raw - obs_rms["mean"].numpy()) / np.sqrt(obs_rms["var"].numpy() + 1e-8), -10, 10)
+        with torch.no_grad():
+            actions.append(agent.act(torch.as_tensor(normalized, dtype=torch.float32)).numpy())
+    np.testing.assert_array_equal(actions[0], actions[1])
+    assert summary["normalization"]["obs_rms"]["count"] > 100  # statistics were learned, not defaults
+
+    # and through the real wrappers: the same seeded episodes give the same returns
+    returns = [
+        module.evaluate(agent, eval_envs_with(module, args, stats), True, seed=5, device="cpu")
+        for agent, stats in ((summary["agent"], summary["normalization"]), (loaded, checkpoint["normalization"]))
+    ]
+    np.testing.assert_array_equal(returns[0], returns[1])
+
+
+def test_evaluation_leaves_frozen_statistics_unchanged(module, trained):
+    summary, _ = trained
+    args = tiny_args(module)
+    before = copy.deepcopy(summary["normalization"])
+    envs = eval_envs_with(module, args, summary["normalization"])
+    returns = module.evaluate(summary["agent"], envs, True, seed=3, device="cpu")
+    assert len(returns) == 3 and np.all(np.isfinite(returns))
+    after = module.get_normalization(envs)
+    for key in before:
+        assert after[key]["count"] == before[key]["count"]
+        torch.testing.assert_close(after[key]["mean"], before[key]["mean"], rtol=0, atol=0)
+        torch.testing.assert_close(after[key]["var"], before[key]["var"], rtol=0, atol=0)
+    # the same frozen envs, unfrozen, would have moved: the check above is not vacuous
+    module.set_normalization(envs, before)
+    for key, wrapper_type, _ in module.NORMALIZERS:
+        module.find_wrapper(envs, wrapper_type).update_running_mean = True
+    module.evaluate(summary["agent"], envs, True, seed=3, device="cpu")
+    assert module.get_normalization(envs)["obs_rms"]["count"] > before["obs_rms"]["count"]
+
+
+def interrupt_during_update(module, monkeypatch, at_call):
+    """Send this process SIGINT from inside the `at_call`-th loss computation."""
+    real_loss, calls = module.ppo_loss, []
+
+    def loss_then_interrupt(*loss_args):
+        calls.append(1)
+        if len(calls) == at_call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*loss_args)
+
+    monkeypatch.setattr(module, "ppo_loss", loss_then_interrupt)
+
+
+def test_resume_continues_global_step_and_learning_rate(module, tmp_path, monkeypatch):
+    args = dict(total_timesteps=4 * 64, checkpoint_every=1)
+    (tmp_path / "full").mkdir(), (tmp_path / "split").mkdir()
+    monkeypatch.chdir(tmp_path / "full")
+    full = module.train(tiny_args(module, **args))
+    full_scalars = read_scalars(tmp_path / "full" / "runs" / full["run_name"])
+
+    monkeypatch.chdir(tmp_path / "split")
+    per_update = 2 * 2  # epochs x minibatches
+    with monkeypatch.context() as patch:
+        interrupt_during_update(module, patch, at_call=per_update + 1)  # inside iteration 2's update
+        first = module.train(tiny_args(module, **args))
+    assert first["interrupted"] and first["global_step"] == 2 * 64
+    path = f"runs/{first['run_name']}/checkpoint.pt"
+    saved = module.load_checkpoint(path)
+    assert (saved["global_step"], saved["iteration"]) == (128, 2)
+
+    resumed = module.train(tiny_args(module, resume=path, cuda=False))
+    assert resumed["run_name"] == first["run_name"] and resumed["global_step"] == 4 * 64
+    scalars = read_scalars(tmp_path / "split" / "runs" / first["run_name"])
+    # one point per iteration at the right global steps, and the same annealed learning rates
+    assert [step for step, _ in scalars["charts/learning_rate"]] == [64, 128, 192, 256]
+    assert scalars["charts/learning_rate"] == full_scalars["charts/learning_rate"]
+    assert module.load_checkpoint(path)["global_step"] == 256
+
+
+def test_resume_restores_weights_optimizer_and_normalization(module, trained, tmp_path, monkeypatch):
+    summary, path = trained
+    checkpoint = module.load_checkpoint(str(path))
+    # the run finished, so resuming it trains nothing and must hand back exactly the saved state
+    resumed = module.train(tiny_args(module, resume=str(path)))
+    assert resumed["global_step"] == checkpoint["global_step"]
+    for name, tensor in resumed["agent"].state_dict().items():
+        torch.testing.assert_close(tensor, checkpoint["agent"][name], rtol=0, atol=0)
+    # the normalizer continues from the saved count; the resumed envs' reset adds one observation per env
+    saved_count = checkpoint["normalization"]["obs_rms"]["count"]
+    assert resumed["normalization"]["obs_rms"]["count"] == pytest.approx(saved_count + 2)
+    saved_optimizer, optimizer = checkpoint["optimizer"], resumed["optimizer"].state_dict()
+    assert saved_optimizer["state"], "the optimizer's moments are saved"
+    assert optimizer["param_groups"] == saved_optimizer["param_groups"]  # incl. the annealed learning rate
+    for index, moments in saved_optimizer["state"].items():
+        for name, tensor in moments.items():
+            torch.testing.assert_close(optimizer["state"][index][name], tensor, rtol=0, atol=0)
+
+
+def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path):
+    script = f"{module.__name__}.py"
+    env_id = SETUPS[module.__name__][0]
+    flags = ["--env-id", env_id, "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
+             "--update-epochs", "2", "--total-timesteps", str(64 * 150), "--checkpoint-every", "1", "--no-cuda"]
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / script), *flags], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not list((tmp_path / "runs").glob("*/checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    run_dir = single_run_dir(tmp_path)
+    path = run_dir / "checkpoint.pt"
+    assert f"--resume {path.relative_to(tmp_path)}" in stdout
+    checkpoint = module.load_checkpoint(str(path))
+    assert 0 < checkpoint["global_step"] < 64 * 150  # stopped early, at an iteration boundary
+    # TensorBoard was flushed up to the checkpoint
+    assert read_scalars(run_dir)["charts/learning_rate"][-1][0] == checkpoint["global_step"]
+
+    result = run_script(script, "--resume", str(path.relative_to(tmp_path)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {run_dir.name} at step {checkpoint['global_step']:,}" in result.stdout
+    assert module.load_checkpoint(str(path))["global_step"] == 64 * 150
+    steps = [step for step, _ in read_scalars(run_dir)["charts/learning_rate"]]
+    assert steps == list(range(64, 64 * 150 + 1, 64))  # one run, each iteration once
+
+
+def test_interrupted_write_leaves_previous_checkpoint_loadable(module, trained, monkeypatch):
+    summary, path = trained
+    before = module.load_checkpoint(str(path))
+    args = module.args_from_checkpoint(before)
+    envs = module.make_envs(args)
+    agent = summary["agent"]
+    with torch.no_grad():
+        for parameter in agent.parameters():
+            parameter.add_(1.0)  # a newer state that must not half-replace the old one
+    optimizer = torch.optim.Adam(agent.parameters())
+    real_save = torch.save
+
+    def save_half_then_die(obj, f):
+        real_save(obj, f)
+        f.seek(0)
+        f.truncate(100)  # as if the process died mid-write
+        raise OSError("simulated crash during write")
+
+    monkeypatch.setattr(torch, "save", save_half_then_die)
+    with pytest.raises(OSError):
+        module.save_checkpoint(str(path), agent, optimizer, envs, args, "x", 999, 9, None)
+    monkeypatch.setattr(torch, "save", real_save)
+    after = module.load_checkpoint(str(path))
+    assert after["global_step"] == before["global_step"]
+    for name, tensor in before["agent"].items():
+        torch.testing.assert_close(after["agent"][name], tensor, rtol=0, atol=0)
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(module, tmp_path):
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"script": module.__name__, "agent": {}, "payload": RunsCode(marker)}, evil)
+    with pytest.raises(SystemExit, match="refused"):
+        module.load_checkpoint(str(evil))
+    result = run_script(f"{module.__name__}.py", "--eval-checkpoint", str(evil), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "refused" in result.stderr
+    assert not marker.exists()
+
+
+def one_line_error(result, message):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--eval-checkpoint", "--resume", "--init-from"])
+def test_checkpoint_errors_are_one_line(module, trained, tmp_path, flag):
+    script = f"{module.__name__}.py"
+    _, path = trained
+    one_line_error(run_script(script, flag, "missing.pt", cwd=tmp_path), "does not exist")
+    (tmp_path / "garbage.pt").write_bytes(os.urandom(2000))
+    one_line_error(run_script(script, flag, "garbage.pt", cwd=tmp_path), "corrupt")
+    (tmp_path / "truncated.pt").write_bytes(path.read_bytes()[:5000])
+    one_line_error(run_script(script, flag, "truncated.pt", cwd=tmp_path), "corrupt")
+    other_script = "ppo_discrete.py" if module.__name__ == "ppo_continuous" else "ppo_continuous.py"
+    one_line_error(run_script(other_script, flag, str(path), cwd=tmp_path), f"written by {script}")
+
+
+def test_checkpoint_for_other_spaces_is_refused(module, trained, tmp_path):
+    _, path = trained
+    other_env = SETUPS[module.__name__][1]
+    result = run_script(f"{module.__name__}.py", "--init-from", str(path), "--env-id", other_env, cwd=tmp_path)
+    one_line_error(result, "use an env with the same spaces")
+
+
+def test_init_from_starts_a_new_run_from_saved_weights_and_statistics(tmp_path, monkeypatch):
+    """Fine-tuning on another env with the same spaces: HalfCheetah-v4 -> Walker2d-v4."""
+    module = importlib.import_module("ppo_continuous")
+    monkeypatch.chdir(tmp_path)
+    source = module.train(tiny_args(module, env_id="HalfCheetah-v4", save_model=True))
+    path = f"runs/{source['run_name']}/checkpoint.pt"
+    time.sleep(1.1)  # a new run name (it has a one-second timestamp)
+    # learning rate 0: the weights stay as loaded, so they can be compared
+    tuned = module.train(tiny_args(module, env_id="Walker2d-v4", init_from=path, learning_rate=0.0, total_timesteps=64))
+    assert tuned["run_name"] != source["run_name"] and tuned["run_name"].startswith("Walker2d-v4")
+    assert tuned["global_step"] == 64  # a new run counts from zero
+    for name, tensor in tuned["agent"].state_dict().items():
+        torch.testing.assert_close(tensor, source["agent"].state_dict()[name], rtol=0, atol=0)
+    # the normalizer continued from the saved statistics: 1 reset + 32 steps of 2 envs more
+    assert tuned["normalization"]["obs_rms"]["count"] == pytest.approx(source["normalization"]["obs_rms"]["count"] + 66)
+
+
+def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = module.train(tiny_args(module, total_timesteps=3 * 64, eval_every=1, eval_episodes=2))
+    scalars = read_scalars(tmp_path / "runs" / summary["run_name"])
+    means = [value for _, value in scalars["eval/episodic_return"]]
+    assert [step for step, _ in scalars["eval/episodic_return"]] == [64, 128, 192]
+    assert len(scalars["eval/episodic_return_std"]) == 3
+    best = module.load_checkpoint(f"runs/{summary['run_name']}/best.pt")
+    assert best["best_eval_return"] == pytest.approx(max(means))
+    assert best["global_step"] == 64 * (1 + int(np.argmax(means)))
+
+
+def test_standalone_evaluation_prints_mean_and_std_and_trains_nothing(module, trained, tmp_path):
+    _, path = trained
+    workdir = tmp_path / "eval"
+    workdir.mkdir()
+    result = run_script(f"{module.__name__}.py", "--eval-checkpoint", str(path), "--eval-episodes", "3",
+                        "--capture-video", cwd=workdir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "± " in result.stdout and "over 3 episodes (deterministic" in result.stdout
+    assert not (workdir / "runs").exists()  # nothing trained, nothing logged
+    videos = list((workdir / "videos").rglob("*.mp4"))
+    assert len(videos) == 1 and videos[0].parent.name.endswith("-eval")
