@@ -17,6 +17,7 @@ if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import tyro
 from torch.distributions.normal import Normal
@@ -37,6 +38,8 @@ class Args:
     """CPU threads for torch; one is fastest for small MLPs"""
     capture_video: bool = False
     """whether to capture videos of the agent (sub-env 0) to the `videos/{run_name}` folder"""
+    backend: str | None = None
+    """torch.distributed backend under torchrun: gloo (CPU) or nccl (GPU); default: nccl when CUDA is used, else gloo"""
 
     # Algorithm specific arguments
     env_id: str = "HalfCheetah-v4"
@@ -46,7 +49,7 @@ class Args:
     learning_rate: float = 3e-4
     """the learning rate of the optimizer"""
     num_envs: int = 1
-    """the number of parallel game environments"""
+    """the number of parallel game environments (per rank under torchrun)"""
     num_steps: int = 2048
     """the number of steps to run in each environment per policy rollout"""
     anneal_lr: bool = True
@@ -104,9 +107,9 @@ class Args:
 
     # to be filled in runtime
     batch_size: int = 0
-    """the batch size (computed in runtime)"""
+    """the batch size, all ranks together (computed in runtime)"""
     minibatch_size: int = 0
-    """the mini-batch size (computed in runtime)"""
+    """the mini-batch size, all ranks together (computed in runtime)"""
     num_iterations: int = 0
     """the number of iterations (computed in runtime)"""
 
@@ -127,20 +130,24 @@ def validate_args(args: Args) -> Args:
             fail(f"--{name.replace('_', '-')} must be 0 (off) or more, got {getattr(args, name)}")
     if args.resume and args.init_from:
         fail("--resume continues a run and --init-from starts a new one; pass only one of them")
-    args.batch_size = args.num_envs * args.num_steps
-    if args.batch_size % args.num_minibatches != 0:
+    rank_batch_size = args.num_envs * args.num_steps
+    if rank_batch_size % args.num_minibatches != 0:
         fail(
-            f"--num-envs x --num-steps = {args.batch_size} does not divide into --num-minibatches "
-            f"{args.num_minibatches}; choose a --num-minibatches that divides {args.batch_size}"
+            f"--num-envs x --num-steps = {rank_batch_size} does not divide into --num-minibatches "
+            f"{args.num_minibatches}; choose a --num-minibatches that divides {rank_batch_size}"
         )
+    world_size = int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun
+    args.batch_size = rank_batch_size * world_size
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.num_iterations == 0:
         fail(
             f"--total-timesteps {args.total_timesteps} is less than one batch "
-            f"(--num-envs x --num-steps = {args.batch_size}), so no iteration would run; "
+            f"(--num-envs x --num-steps x ranks = {args.batch_size}), so no iteration would run; "
             f"raise --total-timesteps or lower --num-steps"
         )
+    if args.backend not in (None, "gloo", "nccl"):
+        fail(f"--backend must be gloo or nccl, got {args.backend!r}")
     if args.capture_video:
         try:
             import moviepy  # noqa: F401
@@ -399,12 +406,29 @@ def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
 SCRIPT = "ppo_continuous"
 
 
+def get_rng_state() -> dict:
+    np_rng = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_rng[0], torch.from_numpy(np_rng[1].astype(np.int64)), *np_rng[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict):
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
+    np.random.set_state((state["numpy"][0], state["numpy"][1].numpy().astype(np.uint32), *state["numpy"][2:]))
+    random.setstate(state["python"])
+
+
 def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str, global_step: int,
                     iteration: int, best_eval_return: float | None):  # fmt: skip
     """Everything a run needs to continue. Written atomically: a crash mid-write leaves the
     previous file intact. Holds only tensors and plain Python values, so it loads with
     `torch.load(weights_only=True)`, which cannot run code from the file."""
-    np_rng = np.random.get_state()
     checkpoint = {
         "script": SCRIPT,
         "run_name": run_name,
@@ -417,12 +441,7 @@ def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str
         "agent": agent.state_dict(),
         "optimizer": optimizer.state_dict(),
         "normalization": get_normalization(envs),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_rng[0], torch.from_numpy(np_rng[1].astype(np.int64)), *np_rng[2:]],
-            "python": random.getstate(),
-        },
+        "rng": get_rng_state(),
     }
     tmp_path = f"{path}.tmp"
     with open(tmp_path, "wb") as f:
@@ -500,13 +519,55 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# Data parallel under torchrun: the pieces that keep the ranks identical
+
+
+def all_reduce_gradients(agent, world_size: int):
+    """Average the gradients over ranks in one flattened all-reduce, so every rank takes the same step."""
+    grads = [parameter.grad for parameter in agent.parameters()]
+    flat = torch.cat([grad.reshape(-1) for grad in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def sync_normalization(envs, last_synced: dict, world_size: int, device) -> dict:
+    """Merge the normalizers' running statistics over ranks (the count-weighted mean/variance merge),
+    so that every rank normalizes with the same numbers. Each rank holds the statistics of the last
+    sync plus its own data since then: that shared part is subtracted so it counts once."""
+
+    def moments(stats):  # count, sum and sum of squares: these add up over disjoint data
+        mean, var = stats["mean"].double().reshape(-1), stats["var"].double().reshape(-1)
+        count = torch.tensor([stats["count"]], dtype=torch.float64)
+        return torch.cat([count, count * mean, count * (var + mean**2)])
+
+    merged = {}
+    for key, stats in get_normalization(envs).items():
+        total = moments(stats).to(device)
+        dist.all_reduce(total)
+        total = total.cpu() - (world_size - 1) * moments(last_synced[key])
+        count, dim = total[0], stats["mean"].numel()
+        mean = total[1 : 1 + dim] / count
+        var = (total[1 + dim :] / count - mean**2).clamp(min=0.0)
+        merged[key] = {"mean": mean.reshape(stats["mean"].shape), "var": var.reshape(stats["var"].shape),
+                       "count": count.item()}  # fmt: skip
+    set_normalization(envs, merged)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
 # Console progress: a live bar on a terminal, plain lines in a file or CI
 
 
 class ProgressReporter:
-    def __init__(self, total_timesteps: int, run_name: str, live: bool):
-        self.total, self.last_print = total_timesteps, 0.0
+    def __init__(self, total_timesteps: int, run_name: str, live: bool, quiet: bool = False):
+        self.total, self.last_print, self.quiet = total_timesteps, 0.0, quiet
         self.bar = None
+        if quiet:  # ranks other than 0 under torchrun
+            return
         print(f"run {run_name}: logs in runs/{run_name} (`tensorboard --logdir runs`)", flush=True)
         if live:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -522,6 +583,8 @@ class ProgressReporter:
 
     def update(self, global_step: int, sps: float, recent_return: float | None):
         ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
+        if self.quiet:
+            return
         if self.bar is not None:
             self.bar.update(self.task, completed=global_step, sps=sps, ret=ret)
         elif time.time() - self.last_print > 10 or global_step >= self.total:
@@ -534,6 +597,8 @@ class ProgressReporter:
             )
 
     def message(self, text: str):
+        if self.quiet:
+            return
         if self.bar is not None:
             self.bar.console.print(text)
         else:
@@ -556,7 +621,20 @@ def train(args: Args) -> dict:
     """Train an agent. Returns a summary: run name, global step, every episode's return, whether
     it was interrupted, the best eval return, the agent, its optimizer and normalization statistics."""
     args = validate_args(args)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    use_cuda = torch.cuda.is_available() and args.cuda
+    device = torch.device("cuda" if use_cuda else "cpu")
+
+    # data parallel under torchrun, as in nanoGPT: without torchrun's RANK variable nothing changes
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    rank, world_size = 0, 1
+    if ddp:
+        dist.init_process_group(backend=args.backend or ("nccl" if use_cuda else "gloo"))
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        if use_cuda:  # each rank its own GPU when there are enough; otherwise they share
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+            torch.cuda.set_device(device)
+    master_process = rank == 0  # logs, videos, checkpoints and console output
+
     resumed = None
     if args.resume:  # the run's hyperparameters come from the checkpoint
         resumed = load_checkpoint(args.resume, device)
@@ -567,6 +645,10 @@ def train(args: Args) -> dict:
         run_name = resumed["run_name"]
     else:
         run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        if ddp:  # rank 0's clock names the run
+            names = [run_name]
+            dist.broadcast_object_list(names, src=0)
+            run_name = names[0]
     checkpoints_on = args.save_model or args.checkpoint_every > 0
 
     # seeding
@@ -575,13 +657,14 @@ def train(args: Args) -> dict:
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.torch_threads)
-    if args.cuda and not torch.cuda.is_available():
+    if args.cuda and not torch.cuda.is_available() and master_process:
         print("notice: CUDA is not available, running on CPU", flush=True)
 
     # env setup
-    if args.capture_video:
+    capture_video = args.capture_video and master_process
+    if capture_video:
         check_video_support(args.env_id)
-    envs = make_envs(args, video_folder=f"videos/{run_name}" if args.capture_video else None)
+    envs = make_envs(args, video_folder=f"videos/{run_name}" if capture_video else None)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_dim = int(np.prod(envs.single_action_space.shape))
 
@@ -601,26 +684,28 @@ def train(args: Args) -> dict:
         set_normalization(envs, resumed["normalization"])
         global_step, start_iteration = resumed["global_step"], resumed["iteration"] + 1
         best_eval_return = resumed["best_eval_return"]
-        torch.set_rng_state(resumed["rng"]["torch"].cpu())
-        if resumed["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([state.cpu() for state in resumed["rng"]["cuda"]])
-        np_rng = resumed["rng"]["numpy"]
-        np.random.set_state((np_rng[0], np_rng[1].numpy().astype(np.uint32), *np_rng[2:]))
-        random.setstate(resumed["rng"]["python"])
-        if start_iteration > args.num_iterations:
+        set_rng_state(resumed["rng"])
+        if master_process and start_iteration > args.num_iterations:
             print(f"{run_name} already finished its {args.total_timesteps:,} steps; nothing to resume", flush=True)
-        else:
+        elif master_process:
             print(f"resuming {run_name} at step {global_step:,} (iteration {start_iteration})", flush=True)
-    eval_envs = make_envs(args, args.eval_episodes) if args.eval_every > 0 else None
+    if ddp:
+        for tensor in agent.state_dict().values():
+            dist.broadcast(tensor, src=0)  # identical starting weights on every rank, not just "same seed"
+        torch.manual_seed(args.seed + rank + global_step)  # but each rank samples its own actions
+    normalization_synced = get_normalization(envs)  # identical on all ranks here (defaults or loaded)
+    eval_envs = make_envs(args, args.eval_episodes) if args.eval_every > 0 and master_process else None
 
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
     checkpoint_path, best_path = f"runs/{run_name}/checkpoint.pt", f"runs/{run_name}/best.pt"
-    # on resume, drop any events logged after the checkpoint by the run that stopped
-    writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed is not None else None)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    writer = None
+    if master_process:
+        os.makedirs(f"runs/{run_name}", exist_ok=True)
+        # on resume, drop any events logged after the checkpoint by the run that stopped
+        writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed is not None else None)
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
 
     # rollout storage
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim)).to(device)
@@ -632,13 +717,17 @@ def train(args: Args) -> dict:
     terminations = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     truncations = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     valid = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    # each rank updates on its own share of the batch; their gradients are averaged
+    rank_batch_size, rank_minibatch_size = args.batch_size // world_size, args.minibatch_size // world_size
 
     episodic_returns = []
     recent_returns = deque(maxlen=20)
-    progress = ProgressReporter(args.num_iterations * args.batch_size, run_name, live=sys.stdout.isatty())
+    progress = ProgressReporter(
+        args.num_iterations * args.batch_size, run_name, live=sys.stdout.isatty(), quiet=not master_process
+    )
     start_time, start_step = time.time(), global_step
     # a resumed run cannot restore the simulators' states: it starts new episodes, with new seeds
-    next_obs, _ = envs.reset(seed=args.seed + global_step)
+    next_obs, _ = envs.reset(seed=args.seed + global_step + rank * args.num_envs)  # each rank its own seeds
     envs.action_space.seed(args.seed)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = np.zeros(args.num_envs, dtype=np.float32)  # did the step that gave next_obs end an episode?
@@ -664,8 +753,9 @@ def train(args: Args) -> dict:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
+            new_episodes = []  # (global step, return, length)
             for step in range(0, args.num_steps):
-                global_step += args.num_envs
+                global_step += args.num_envs * world_size
                 obs[step] = next_obs
                 # NEXT_STEP autoreset: the step after an episode end only resets that env (its action is
                 # ignored, its reward is 0), so it is no experience and stays out of the loss
@@ -683,11 +773,19 @@ def train(args: Args) -> dict:
 
                 if "episode" in infos:
                     for i in np.flatnonzero(infos["_episode"]):
-                        episodic_return, episodic_length = float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])
-                        episodic_returns.append(episodic_return)
-                        recent_returns.append(episodic_return)
-                        writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                        writer.add_scalar("charts/episodic_length", episodic_length, global_step)
+                        new_episodes.append((global_step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
+
+            if ddp:  # rank 0 gets every rank's episodes; all ranks get the same normalization statistics
+                gathered = [None] * world_size
+                dist.all_gather_object(gathered, new_episodes)
+                new_episodes = sorted(episode for rank_episodes in gathered for episode in rank_episodes)
+                normalization_synced = sync_normalization(envs, normalization_synced, world_size, device)
+            for episode_step, episodic_return, episodic_length in new_episodes:
+                episodic_returns.append(episodic_return)
+                recent_returns.append(episodic_return)
+                if master_process:
+                    writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
+                    writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
 
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)[0]
@@ -710,9 +808,9 @@ def train(args: Args) -> dict:
             # optimizing the policy and value network
             update_stats = []
             for epoch in range(args.update_epochs):
-                b_inds = torch.randperm(args.batch_size, device=device)  # detail 6: shuffled minibatches
-                for start in range(0, args.batch_size, args.minibatch_size):
-                    mb_inds = b_inds[start : start + args.minibatch_size]
+                b_inds = torch.randperm(rank_batch_size, device=device)  # detail 6: shuffled minibatches
+                for start in range(0, rank_batch_size, rank_minibatch_size):
+                    mb_inds = b_inds[start : start + rank_minibatch_size]
                     _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
                     loss, stats = ppo_loss(
                         newlogprob, entropy, newvalue, b_logprobs[mb_inds], b_advantages[mb_inds],
@@ -720,32 +818,42 @@ def train(args: Args) -> dict:
                     )  # fmt: skip
                     optimizer.zero_grad()
                     loss.backward()
+                    if ddp:
+                        all_reduce_gradients(agent, world_size)
                     grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
                     optimizer.step()
                     update_stats.append(torch.cat([stats, grad_norm.detach().reshape(1)]))
 
-                if args.target_kl is not None and stats[4].item() > args.target_kl:
-                    break
+                if args.target_kl is not None:
+                    last_approx_kl = stats[4].clone()
+                    if ddp:  # the ranks must agree to stop
+                        dist.all_reduce(last_approx_kl)
+                        last_approx_kl /= world_size
+                    if last_approx_kl.item() > args.target_kl:
+                        break
 
             # losses are means over every minibatch of the update (CleanRL logs the last one)
-            pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac, grad_norm = (
-                torch.stack(update_stats).mean(0).tolist()
-            )
+            update_means = torch.stack(update_stats).mean(0)
+            if ddp:  # and over the ranks
+                dist.all_reduce(update_means)
+                update_means /= world_size
+            pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac, grad_norm = update_means.tolist()
             is_valid = b_valid.bool()
             explained_var = explained_variance(b_values[is_valid], b_returns[is_valid])
 
             sps = (global_step - start_step) / (time.time() - start_time)
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("losses/value_loss", v_loss, global_step)
-            writer.add_scalar("losses/policy_loss", pg_loss, global_step)
-            writer.add_scalar("losses/entropy", entropy_loss, global_step)
-            writer.add_scalar("losses/old_approx_kl", old_approx_kl, global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl, global_step)
-            writer.add_scalar("losses/clipfrac", clipfrac, global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            writer.add_scalar("losses/grad_norm", grad_norm, global_step)
-            writer.add_scalar("charts/action_std", agent.actor_logstd.exp().mean().item(), global_step)
-            writer.add_scalar("charts/SPS", int(sps), global_step)
+            if master_process:
+                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                writer.add_scalar("losses/value_loss", v_loss, global_step)
+                writer.add_scalar("losses/policy_loss", pg_loss, global_step)
+                writer.add_scalar("losses/entropy", entropy_loss, global_step)
+                writer.add_scalar("losses/old_approx_kl", old_approx_kl, global_step)
+                writer.add_scalar("losses/approx_kl", approx_kl, global_step)
+                writer.add_scalar("losses/clipfrac", clipfrac, global_step)
+                writer.add_scalar("losses/explained_variance", explained_var, global_step)
+                writer.add_scalar("losses/grad_norm", grad_norm, global_step)
+                writer.add_scalar("charts/action_std", agent.actor_logstd.exp().mean().item(), global_step)
+                writer.add_scalar("charts/SPS", int(sps), global_step)
 
             if eval_envs is not None and (iteration % args.eval_every == 0 or iteration == args.num_iterations):
                 set_normalization(eval_envs, get_normalization(envs), freeze=True)  # a frozen copy
@@ -756,15 +864,19 @@ def train(args: Args) -> dict:
                     best_eval_return = float(eval_returns.mean())
                     save_checkpoint(best_path, agent, optimizer, envs, args, run_name, global_step, iteration,
                                     best_eval_return)  # fmt: skip
-            if args.checkpoint_every > 0 and iteration % args.checkpoint_every == 0:
+            if master_process and args.checkpoint_every > 0 and iteration % args.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, agent, optimizer, envs, args, run_name, global_step, iteration,
                                 best_eval_return)  # fmt: skip
             progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else None)
-            if stop_requested:
+            stop = torch.tensor(float(bool(stop_requested)), device=device)
+            if ddp:  # stop together, or the others would wait for the one that left
+                dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+            if stop.item() > 0:
+                stop_requested.append("agreed")
                 break
 
         # the last completed iteration is saved, also when stopped early
-        if checkpoints_on and iteration >= start_iteration:
+        if master_process and checkpoints_on and iteration >= start_iteration:
             save_checkpoint(checkpoint_path, agent, optimizer, envs, args, run_name, global_step, iteration,
                             best_eval_return)  # fmt: skip
     finally:
@@ -775,9 +887,14 @@ def train(args: Args) -> dict:
         envs.close()
         if eval_envs is not None:
             eval_envs.close()
-        writer.close()  # flushes the TensorBoard events
+        if writer is not None:
+            writer.close()  # flushes the TensorBoard events
+        if ddp:
+            dist.destroy_process_group()
 
-    if stop_requested:
+    if not master_process:
+        pass
+    elif stop_requested:
         if checkpoints_on:
             hint = f"resume with: python {SCRIPT}.py --resume {checkpoint_path}"
         else:

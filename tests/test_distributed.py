@@ -1,0 +1,188 @@
+"""Data parallel training with torch.distributed (gloo on CPU), two ranks on this machine."""
+import importlib
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, read_scalars, run_script, single_run_dir
+
+SETUPS = {"ppo_continuous": "InvertedPendulum-v4", "ppo_discrete": "CartPole-v1"}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_environment(rank, world_size, port):
+    """The variables torchrun sets for each rank it starts."""
+    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+            "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+
+
+def rank_main(module_name, rank, port, workdir, args, interrupt_at_call, queue):
+    os.environ.update(torchrun_environment(rank, 2, port))
+    os.chdir(workdir)
+    module = importlib.import_module(module_name)
+    if interrupt_at_call:  # Ctrl-C reaching this rank alone, in the middle of an update
+        real_loss, calls = module.ppo_loss, []
+
+        def loss_then_interrupt(*loss_args):
+            calls.append(1)
+            if len(calls) == interrupt_at_call:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real_loss(*loss_args)
+
+        module.ppo_loss = loss_then_interrupt
+    summary = module.train(module.Args(**args))
+    state = {name: tensor.numpy().copy() for name, tensor in summary["agent"].state_dict().items()}
+    stats = {key: {k: (v.numpy().copy() if torch.is_tensor(v) else v) for k, v in value.items()}
+             for key, value in summary["normalization"].items()}  # fmt: skip
+    queue.put((rank, state, stats, summary["global_step"], summary["interrupted"], summary["run_name"]))
+
+
+def run_two_ranks(module_name, workdir, args, interrupt_rank=None, interrupt_at_call=0, rank1_args=None):
+    context = multiprocessing.get_context("spawn")
+    queue, port = context.Queue(), free_port()
+    processes = [
+        context.Process(target=rank_main, args=(module_name, rank, port, str(workdir), rank1_args if rank and rank1_args else args,
+                                                interrupt_at_call if rank == interrupt_rank else 0, queue))
+        for rank in range(2)
+    ]  # fmt: skip
+    for process in processes:
+        process.start()
+    results = sorted(queue.get(timeout=300) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    return results
+
+
+def tiny_args(module_name, **overrides):
+    args = dict(env_id=SETUPS[module_name], num_envs=2, num_steps=32, num_minibatches=2, update_epochs=2,
+                total_timesteps=4 * 128, norm_obs=True, norm_reward=True, cuda=False)  # fmt: skip
+    args.update(overrides)
+    return args
+
+
+def assert_same_state(first, second):
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+@pytest.mark.parametrize("module_name", list(SETUPS))
+def test_two_ranks_stay_identical_and_count_both_ranks(module_name, tmp_path):
+    # rank 1 gets another --seed, so only the broadcast from rank 0 can make their weights identical
+    results = run_two_ranks(module_name, tmp_path, tiny_args(module_name), rank1_args=tiny_args(module_name, seed=99))
+    (_, state0, stats0, step0, _, run0), (_, state1, stats1, step1, _, run1) = results
+    assert_same_state(state0, state1)  # parameters identical on both ranks
+    for key in stats0:  # and so are the normalizer statistics
+        assert stats0[key]["count"] == stats1[key]["count"]
+        np.testing.assert_array_equal(stats0[key]["mean"], stats1[key]["mean"])
+        np.testing.assert_array_equal(stats0[key]["var"], stats1[key]["var"])
+    # the merged statistics count every observation of both ranks once: 1 reset + 4 x 32 steps,
+    # 2 envs per rank, plus the wrapper's initial 1e-4
+    assert stats0["obs_rms"]["count"] == pytest.approx(2 * 2 * (1 + 4 * 32) + 1e-4)
+    # the global step counts both ranks: 4 iterations of 2 ranks x 2 envs x 32 steps
+    assert step0 == step1 == 4 * 128 and run0 == run1
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 1  # rank 0 alone writes
+    steps = [step for step, _ in read_scalars(run_dirs[0])["losses/value_loss"]]
+    assert steps == [128, 256, 384, 512]
+    # the ranks started from the same weights but trained (the check above is not vacuous)
+    module = importlib.import_module(module_name)
+    torch.manual_seed(1)
+    fresh = module.Agent(*([4, 1] if module_name == "ppo_continuous" else [4, 2])).state_dict()
+    assert any(not np.array_equal(fresh[name].numpy(), state0[name]) for name in fresh)
+
+
+def sync_rank_main(rank, port, data, queue):
+    os.environ.update(torchrun_environment(rank, 2, port))
+    import torch.distributed as dist
+
+    module = importlib.import_module("ppo_continuous")
+    dist.init_process_group("gloo")
+    envs = module.make_envs(module.Args(env_id="InvertedPendulum-v4", norm_reward=False, cuda=False), num_envs=1)
+    initial, own = data[0], data[1 + rank]
+    shared = {"obs_rms": {"mean": torch.tensor(initial.mean(0)), "var": torch.tensor(initial.var(0)),
+                          "count": float(len(initial))}}  # fmt: skip
+    module.set_normalization(envs, shared)
+    module.find_wrapper(envs, module.gym.wrappers.vector.NormalizeObservation).obs_rms.update(own)
+    merged = module.sync_normalization(envs, shared, 2, torch.device("cpu"))
+    dist.destroy_process_group()
+    queue.put((rank, merged["obs_rms"]["mean"].numpy(), merged["obs_rms"]["var"].numpy(), merged["obs_rms"]["count"]))
+
+
+def test_normalizer_merge_equals_statistics_of_all_data():
+    """Shared history D0 plus each rank's own data D1, D2: the merge must equal the plain
+    mean and (population) variance of D0, D1 and D2 together, each counted once."""
+    rng = np.random.default_rng(0)
+    data = [rng.normal(loc=3.0, scale=2.0, size=(n, 4)) for n in (50, 30, 70)]
+    data[2] += 5.0  # the ranks saw different states
+    everything = np.concatenate(data)
+    context = multiprocessing.get_context("spawn")
+    queue, port = context.Queue(), free_port()
+    processes = [context.Process(target=sync_rank_main, args=(rank, port, data, queue)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    results = [queue.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    for _, mean, var, count in results:
+        assert count == pytest.approx(len(everything))
+        np.testing.assert_allclose(mean, everything.mean(0), rtol=1e-9)
+        np.testing.assert_allclose(var, everything.var(0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("module_name", list(SETUPS))
+def test_two_rank_checkpoint_resumes_as_two_ranks_and_evaluates_alone(module_name, tmp_path):
+    args = tiny_args(module_name, checkpoint_every=1)
+    # Ctrl-C reaches rank 1 alone during iteration 2's update: both ranks stop after iteration 2
+    first = run_two_ranks(module_name, tmp_path, args, interrupt_rank=1, interrupt_at_call=2 * 2 + 1)
+    assert [result[4] for result in first] == [True, True] and [result[3] for result in first] == [256, 256]
+    path = tmp_path / "runs" / first[0][5] / "checkpoint.pt"
+    module = importlib.import_module(module_name)
+    assert module.load_checkpoint(str(path))["global_step"] == 256
+
+    resumed = run_two_ranks(module_name, tmp_path, {"resume": f"runs/{first[0][5]}/checkpoint.pt", "cuda": False})
+    (_, state0, _, step0, _, _), (_, state1, _, step1, _, _) = resumed
+    assert step0 == step1 == 512
+    assert_same_state(state0, state1)
+    steps = [step for step, _ in read_scalars(path.parent)["charts/learning_rate"]]
+    assert steps == [128, 256, 384, 512]
+
+    result = run_script(f"{module_name}.py", "--eval-checkpoint", str(path), "--eval-episodes", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "over 2 episodes" in result.stdout
+
+
+def test_torchrun_launch_writes_one_run_counting_both_ranks(tmp_path):
+    flags = ["--env-id", "CartPole-v1", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
+             "--update-epochs", "1", "--total-timesteps", "256", "--no-cuda"]  # fmt: skip
+    result = run_script("ppo_discrete.py", *flags, cwd=tmp_path, python_prefix=(
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("logs in runs/") == 1  # one console: rank 0's
+    scalars = read_scalars(single_run_dir(tmp_path))
+    assert [step for step, _ in scalars["charts/SPS"]] == [128, 256]
+
+
+def test_single_process_never_touches_torch_distributed(tmp_path, monkeypatch):
+    module = importlib.import_module("ppo_discrete")
+    monkeypatch.chdir(tmp_path)
+    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.distributed used outside torchrun")
+
+    monkeypatch.setattr(module.dist, "init_process_group", refuse)
+    monkeypatch.setattr(module.dist, "all_reduce", refuse)
+    summary = module.train(module.Args(**tiny_args("ppo_discrete")))
+    assert summary["global_step"] == 512  # one process: 8 iterations of 2 envs x 32 steps
