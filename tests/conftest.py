@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,17 @@ def tiny_continuous():
 def tiny_discrete():
     return ["--env-id", "CartPole-v1", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
             "--update-epochs", "2", "--total-timesteps", "128"]  # fmt: skip
+
+
+def interrupting_loss(real_loss, at_call):
+    """A stand-in for `ppo_loss` that sends this process SIGINT (Ctrl-C) during its `at_call`-th
+    call, i.e. in the middle of an update, then computes the real loss."""
+    calls = []
+
+    def loss_then_interrupt(*loss_args):
+        calls.append(1)
+        if len(calls) == at_call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*loss_args)
+
+    return loss_then_interrupt

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, read_scalars, run_script, single_run_dir
+from conftest import REPO, interrupting_loss, read_scalars, run_script, single_run_dir
 
 # (module, env for most tests, an env with other spaces, an env with the same spaces)
 SETUPS = {
@@ -95,19 +95,6 @@ def test_evaluation_leaves_frozen_statistics_unchanged(module, trained):
     assert module.get_normalization(envs)["obs_rms"]["count"] > before["obs_rms"]["count"]
 
 
-def interrupt_during_update(module, monkeypatch, at_call):
-    """Send this process SIGINT from inside the `at_call`-th loss computation."""
-    real_loss, calls = module.ppo_loss, []
-
-    def loss_then_interrupt(*loss_args):
-        calls.append(1)
-        if len(calls) == at_call:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_loss(*loss_args)
-
-    monkeypatch.setattr(module, "ppo_loss", loss_then_interrupt)
-
-
 def test_resume_continues_global_step_and_learning_rate(module, tmp_path, monkeypatch):
     args = dict(total_timesteps=4 * 64, checkpoint_every=1)
     (tmp_path / "full").mkdir(), (tmp_path / "split").mkdir()
@@ -118,7 +105,7 @@ def test_resume_continues_global_step_and_learning_rate(module, tmp_path, monkey
     monkeypatch.chdir(tmp_path / "split")
     per_update = 2 * 2  # epochs x minibatches
     with monkeypatch.context() as patch:
-        interrupt_during_update(module, patch, at_call=per_update + 1)  # inside iteration 2's update
+        patch.setattr(module, "ppo_loss", interrupting_loss(module.ppo_loss, per_update + 1))  # in iteration 2
         first = module.train(tiny_args(module, **args))
     assert first["interrupted"] and first["global_step"] == 2 * 64
     path = f"runs/{first['run_name']}/checkpoint.pt"

@@ -2,14 +2,12 @@
 import importlib
 import multiprocessing
 import os
-import signal
 import socket
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, read_scalars, run_script, single_run_dir
+from conftest import interrupting_loss, read_scalars, run_script, single_run_dir
 
 SETUPS = {"ppo_continuous": "InvertedPendulum-v4", "ppo_discrete": "CartPole-v1"}
 
@@ -31,15 +29,7 @@ def rank_main(module_name, rank, port, workdir, args, interrupt_at_call, queue):
     os.chdir(workdir)
     module = importlib.import_module(module_name)
     if interrupt_at_call:  # Ctrl-C reaching this rank alone, in the middle of an update
-        real_loss, calls = module.ppo_loss, []
-
-        def loss_then_interrupt(*loss_args):
-            calls.append(1)
-            if len(calls) == interrupt_at_call:
-                os.kill(os.getpid(), signal.SIGINT)
-            return real_loss(*loss_args)
-
-        module.ppo_loss = loss_then_interrupt
+        module.ppo_loss = interrupting_loss(module.ppo_loss, interrupt_at_call)
     summary = module.train(module.Args(**args))
     state = {name: tensor.numpy().copy() for name, tensor in summary["agent"].state_dict().items()}
     stats = {key: {k: (v.numpy().copy() if torch.is_tensor(v) else v) for k, v in value.items()}
