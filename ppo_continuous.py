@@ -1,6 +1,8 @@
 # PPO for continuous (Box) action spaces, e.g. MuJoCo locomotion. One self-contained file:
 # copy it to start your own research. Docs: README.md; the details follow Huang et al.,
 # "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
+import ast
+import importlib
 import os
 import pickle
 import random
@@ -43,7 +45,9 @@ class Args:
 
     # Algorithm specific arguments
     env_id: str = "HalfCheetah-v4"
-    """the id of the environment"""
+    """the id of the environment: any registered gymnasium id, `module:EnvName-v0`, or `dm_control/DOMAIN-TASK-v0`"""
+    env_kwargs: tuple[str, ...] = ()
+    """keyword arguments for gym.make as key=value pairs, e.g. xml_file=robot.xml frame_skip=4"""
     total_timesteps: int = 1000000
     """total timesteps of the experiments"""
     learning_rate: float = 3e-4
@@ -86,6 +90,8 @@ class Args:
     """scale rewards by the running std of the discounted return and clip them to [-clip-reward, clip-reward]"""
     clip_reward: float = 10.0
     """the clip range of scaled rewards"""
+    rescale_actions: bool = False
+    """map the policy's [-1, 1] onto the env's action bounds (off: sample freely and clip to the bounds, like CleanRL)"""
 
     # Checkpoints and evaluation
     save_model: bool = False
@@ -160,14 +166,76 @@ def validate_args(args: Args) -> Args:
 # Environments
 
 
-def make_env(env_id: str, idx: int, video_folder: str | None = None, video_trigger=None):
+def parse_env_kwargs(pairs) -> dict:
+    """`key=value` pairs for gym.make; values are Python literals where they parse (5, 0.1, True)."""
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--env-kwargs takes key=value pairs, got {pair!r}")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value
+        if key == "xml_file" and os.path.exists(value):
+            kwargs[key] = os.path.abspath(value)  # gymnasium reads other relative paths from its own assets
+    return kwargs
+
+
+def check_env_id(env_id: str):
+    """Stop early, with a hint, when gymnasium cannot find the env."""
+    name = env_id
+    if ":" in env_id:  # `module:EnvName-v0`: importing the module registers the env
+        module_name, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module_name)
+        except ImportError as error:
+            fail(f"--env-id {env_id!r}: cannot import module {module_name!r} ({error}); put it on PYTHONPATH")
+    if name.startswith("dm_control/"):
+        try:
+            import shimmy  # noqa: F401  registers the dm_control/ ids
+        except ImportError:
+            fail(f"--env-id {env_id!r} needs shimmy and dm_control: pip install 'shimmy[dm-control]'")
+    try:
+        gym.spec(name)
+    except gym.error.Error as error:
+        fail(f"unknown --env-id {env_id!r}: {error} Pass a registered gymnasium id, e.g. HalfCheetah-v4")
+
+
+def is_image(space) -> bool:
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) in (2, 3)
+
+
+def check_spaces(env, env_id: str):
+    """Refuse, before any training, spaces that this agent cannot handle."""
+    obs_space, action_space = env.observation_space, env.action_space
+    parts = list(obs_space.spaces.values()) if isinstance(obs_space, gym.spaces.Dict) else [obs_space]
+    if any(is_image(part) for part in parts):
+        fail(f"{env_id} has image observations {obs_space}; these MLP agents take vectors: use a CNN agent "
+             f"(e.g. CleanRL's ppo_atari.py) or wrap the env to give feature vectors")  # fmt: skip
+    try:
+        flat_space = gym.spaces.flatten_space(obs_space)
+    except NotImplementedError:
+        flat_space = None
+    if not isinstance(flat_space, gym.spaces.Box):  # e.g. Sequence or Graph: no fixed size
+        fail(f"{env_id} has observation space {obs_space}, which cannot be flattened into a vector; "
+             f"wrap the env to give a Box, Dict or Tuple of Boxes")  # fmt: skip
+    if not isinstance(action_space, gym.spaces.Box):
+        hint = ("use ppo_discrete.py for it" if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
+                else "these scripts take Box (ppo_continuous.py) or Discrete/MultiDiscrete (ppo_discrete.py) actions; wrap the env's actions into one of those")  # fmt: skip
+        fail(f"ppo_continuous.py needs a Box (continuous) action space, but {env_id} has {action_space}; {hint}")
+
+
+def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None):
     def thunk():
-        if video_folder is not None and idx == 0:
-            # film sub-env 0 alone: the vector RecordVideo would render every sub-env
-            env = gym.make(env_id, render_mode="rgb_array")
+        film = video_folder is not None and idx == 0  # film sub-env 0 alone: the vector RecordVideo renders all
+        env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
+        if idx == 0:
+            check_spaces(env, env_id)
+        if film:
             env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=video_trigger)
-        else:
-            env = gym.make(env_id)
+        if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+            env = gym.wrappers.FlattenObservation(env)  # Dict, Tuple, Discrete, 2-D Box... -> one flat vector
         return env
 
     return thunk
@@ -176,24 +244,24 @@ def make_env(env_id: str, idx: int, video_folder: str | None = None, video_trigg
 def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None = None, video_trigger=None):
     """Vector env with CleanRL's wrapper stack, in gymnasium 1.x's NEXT_STEP autoreset mode."""
     num_envs = args.num_envs if num_envs is None else num_envs
+    check_env_id(args.env_id)
+    env_kwargs = parse_env_kwargs(args.env_kwargs)
     try:
-        gym.spec(args.env_id)
-    except gym.error.Error as error:
-        fail(f"unknown --env-id {args.env_id!r}: {error} Pass a registered gymnasium id, e.g. HalfCheetah-v4")
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, video_folder, video_trigger) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-    )
-    if not isinstance(envs.single_action_space, gym.spaces.Box):
-        envs.close()
-        fail(
-            f"ppo_continuous.py needs a Box (continuous) action space, but {args.env_id} has "
-            f"{envs.single_action_space}; use ppo_discrete.py for it"
+        envs = gym.vector.SyncVectorEnv(
+            [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger) for i in range(num_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         )
-    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
-        envs.close()
-        fail(f"this MLP agent needs a flat Box observation space, but {args.env_id} has {envs.single_observation_space}")
+    except (TypeError, ValueError, OSError) as error:
+        if not env_kwargs:
+            raise
+        fail(f"cannot make {args.env_id} with --env-kwargs {' '.join(args.env_kwargs)}: {error}")
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
+    if args.rescale_actions:
+        space = envs.single_action_space
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            envs.close()
+            fail(f"--rescale-actions needs finite action bounds, but {args.env_id} has {space}")
+        envs = gym.wrappers.vector.RescaleAction(envs, -1.0, 1.0)  # the policy acts in [-1, 1]
     envs = gym.wrappers.vector.ClipAction(envs)  # detail 5: the env gets the clipped action
     if args.norm_obs:
         envs = gym.wrappers.vector.NormalizeObservation(envs)  # detail 6
@@ -208,10 +276,12 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
     return envs
 
 
-def check_video_support(env_id: str):
+def check_video_support(args: Args):
     """Render one frame up front, so a missing renderer is a clear error and not a crash mid-run."""
+    env_id = args.env_id
+    check_env_id(env_id)
     try:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.make(env_id, render_mode="rgb_array", **parse_env_kwargs(args.env_kwargs))
         env.reset(seed=0)
         frame = env.render()
         env.close()
@@ -500,7 +570,7 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     saved_args = args_from_checkpoint(checkpoint)
     video_folder = None
     if args.capture_video:
-        check_video_support(saved_args.env_id)
+        check_video_support(saved_args)
         video_folder = f"videos/{checkpoint['run_name']}-eval"
     envs = make_envs(saved_args, args.eval_episodes, video_folder, video_trigger=lambda episode: episode == 0)
     check_checkpoint_fits(checkpoint, args.eval_checkpoint, envs, saved_args)
@@ -663,7 +733,7 @@ def train(args: Args) -> dict:
     # env setup
     capture_video = args.capture_video and master_process
     if capture_video:
-        check_video_support(args.env_id)
+        check_video_support(args)
     envs = make_envs(args, video_folder=f"videos/{run_name}" if capture_video else None)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_dim = int(np.prod(envs.single_action_space.shape))

@@ -1,6 +1,8 @@
 # PPO for discrete (Discrete) action spaces, e.g. CartPole. One self-contained file:
 # copy it to start your own research. Docs: README.md; the details follow Huang et al.,
 # "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
+import ast
+import importlib
 import os
 import pickle
 import random
@@ -43,7 +45,9 @@ class Args:
 
     # Algorithm specific arguments
     env_id: str = "CartPole-v1"
-    """the id of the environment"""
+    """the id of the environment: any registered gymnasium id, `module:EnvName-v0`, or `dm_control/DOMAIN-TASK-v0`"""
+    env_kwargs: tuple[str, ...] = ()
+    """keyword arguments for gym.make as key=value pairs, e.g. xml_file=robot.xml frame_skip=4"""
     total_timesteps: int = 500000
     """total timesteps of the experiments"""
     learning_rate: float = 2.5e-4
@@ -160,14 +164,78 @@ def validate_args(args: Args) -> Args:
 # Environments
 
 
-def make_env(env_id: str, idx: int, video_folder: str | None = None, video_trigger=None):
+def parse_env_kwargs(pairs) -> dict:
+    """`key=value` pairs for gym.make; values are Python literals where they parse (5, 0.1, True)."""
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--env-kwargs takes key=value pairs, got {pair!r}")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value
+        if key == "xml_file" and os.path.exists(value):
+            kwargs[key] = os.path.abspath(value)  # gymnasium reads other relative paths from its own assets
+    return kwargs
+
+
+def check_env_id(env_id: str):
+    """Stop early, with a hint, when gymnasium cannot find the env."""
+    name = env_id
+    if ":" in env_id:  # `module:EnvName-v0`: importing the module registers the env
+        module_name, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module_name)
+        except ImportError as error:
+            fail(f"--env-id {env_id!r}: cannot import module {module_name!r} ({error}); put it on PYTHONPATH")
+    if name.startswith("dm_control/"):
+        try:
+            import shimmy  # noqa: F401  registers the dm_control/ ids
+        except ImportError:
+            fail(f"--env-id {env_id!r} needs shimmy and dm_control: pip install 'shimmy[dm-control]'")
+    try:
+        gym.spec(name)
+    except gym.error.Error as error:
+        fail(f"unknown --env-id {env_id!r}: {error} Pass a registered gymnasium id, e.g. CartPole-v1")
+
+
+def is_image(space) -> bool:
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) in (2, 3)
+
+
+def check_spaces(env, env_id: str):
+    """Refuse, before any training, spaces that this agent cannot handle."""
+    obs_space, action_space = env.observation_space, env.action_space
+    parts = list(obs_space.spaces.values()) if isinstance(obs_space, gym.spaces.Dict) else [obs_space]
+    if any(is_image(part) for part in parts):
+        fail(f"{env_id} has image observations {obs_space}; these MLP agents take vectors: use a CNN agent "
+             f"(e.g. CleanRL's ppo_atari.py) or wrap the env to give feature vectors")  # fmt: skip
+    try:
+        flat_space = gym.spaces.flatten_space(obs_space)
+    except NotImplementedError:
+        flat_space = None
+    if not isinstance(flat_space, gym.spaces.Box):  # e.g. Sequence or Graph: no fixed size
+        fail(f"{env_id} has observation space {obs_space}, which cannot be flattened into a vector; "
+             f"wrap the env to give a Box, Dict or Tuple of Boxes")  # fmt: skip
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+        hint = ("use ppo_continuous.py for it" if isinstance(action_space, gym.spaces.Box)
+                else "these scripts take Box (ppo_continuous.py) or Discrete/MultiDiscrete (ppo_discrete.py) actions; wrap the env's actions into one of those")  # fmt: skip
+        fail(f"ppo_discrete.py needs a Discrete or MultiDiscrete action space, but {env_id} has {action_space}; {hint}")
+    if np.any(action_space.start != 0):
+        fail(f"{env_id} has actions that start at {action_space.start}, not 0; wrap the env to shift them to 0")
+
+
+def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None):
     def thunk():
-        if video_folder is not None and idx == 0:
-            # film sub-env 0 alone: the vector RecordVideo would render every sub-env
-            env = gym.make(env_id, render_mode="rgb_array")
+        film = video_folder is not None and idx == 0  # film sub-env 0 alone: the vector RecordVideo renders all
+        env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
+        if idx == 0:
+            check_spaces(env, env_id)
+        if film:
             env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=video_trigger)
-        else:
-            env = gym.make(env_id)
+        if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+            env = gym.wrappers.FlattenObservation(env)  # Dict, Tuple, Discrete, 2-D Box... -> one flat vector
         return env
 
     return thunk
@@ -176,23 +244,17 @@ def make_env(env_id: str, idx: int, video_folder: str | None = None, video_trigg
 def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None = None, video_trigger=None):
     """Vector env with CleanRL's wrapper stack, in gymnasium 1.x's NEXT_STEP autoreset mode."""
     num_envs = args.num_envs if num_envs is None else num_envs
+    check_env_id(args.env_id)
+    env_kwargs = parse_env_kwargs(args.env_kwargs)
     try:
-        gym.spec(args.env_id)
-    except gym.error.Error as error:
-        fail(f"unknown --env-id {args.env_id!r}: {error} Pass a registered gymnasium id, e.g. CartPole-v1")
-    envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, video_folder, video_trigger) for i in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-    )
-    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
-        envs.close()
-        fail(
-            f"ppo_discrete.py needs a Discrete action space, but {args.env_id} has "
-            f"{envs.single_action_space}; use ppo_continuous.py for it"
+        envs = gym.vector.SyncVectorEnv(
+            [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger) for i in range(num_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         )
-    if not isinstance(envs.single_observation_space, gym.spaces.Box) or len(envs.single_observation_space.shape) != 1:
-        envs.close()
-        fail(f"this MLP agent needs a flat Box observation space, but {args.env_id} has {envs.single_observation_space}")
+    except (TypeError, ValueError, OSError) as error:
+        if not env_kwargs:
+            raise
+        fail(f"cannot make {args.env_id} with --env-kwargs {' '.join(args.env_kwargs)}: {error}")
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     if args.norm_obs:
         envs = gym.wrappers.vector.NormalizeObservation(envs)  # detail 6
@@ -207,10 +269,12 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
     return envs
 
 
-def check_video_support(env_id: str):
+def check_video_support(args: Args):
     """Render one frame up front, so a missing renderer is a clear error and not a crash mid-run."""
+    env_id = args.env_id
+    check_env_id(env_id)
     try:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.make(env_id, render_mode="rgb_array", **parse_env_kwargs(args.env_kwargs))
         env.reset(seed=0)
         frame = env.render()
         env.close()
@@ -234,9 +298,15 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     return layer
 
 
+def action_nvec(space) -> list[int]:
+    """The number of choices of each action dimension: [n] for Discrete(n)."""
+    return [int(space.n)] if isinstance(space, gym.spaces.Discrete) else [int(n) for n in space.nvec]
+
+
 class Agent(nn.Module):
-    def __init__(self, obs_dim: int, num_actions: int):
+    def __init__(self, obs_dim: int, nvec: list[int]):
         super().__init__()
+        self.nvec = list(nvec)
         # detail 13: separate 64-64 tanh MLPs for critic and actor
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, 64)),
@@ -250,22 +320,26 @@ class Agent(nn.Module):
             nn.Tanh(),
             layer_init(nn.Linear(64, 64)),
             nn.Tanh(),
-            layer_init(nn.Linear(64, num_actions), std=0.01),
+            layer_init(nn.Linear(64, sum(self.nvec)), std=0.01),
         )
 
     def get_value(self, x):
         return self.critic(x)
 
     def get_action_and_value(self, x, action=None):
-        logits = self.actor(x)
-        probs = Categorical(logits=logits)
+        # one categorical per action dimension (one for Discrete); MultiDiscrete log-probs and entropies summed
+        probs = [Categorical(logits=logits) for logits in torch.split(self.actor(x), self.nvec, dim=-1)]
         if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), self.critic(x)
+            action = torch.stack([dimension.sample() for dimension in probs], dim=-1)
+        logprob = sum(dimension.log_prob(a) for dimension, a in zip(probs, action.unbind(-1)))
+        entropy = sum(dimension.entropy() for dimension in probs)
+        return action, logprob, entropy, self.critic(x)
 
     def act(self, x, deterministic: bool = True):
-        """The action to evaluate with: the most likely action, or a sample."""
-        return self.actor(x).argmax(-1) if deterministic else self.get_action_and_value(x)[0]
+        """The action to evaluate with: the most likely one in each dimension, or a sample."""
+        if not deterministic:
+            return self.get_action_and_value(x)[0]
+        return torch.stack([logits.argmax(-1) for logits in torch.split(self.actor(x), self.nvec, dim=-1)], dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +466,7 @@ def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
     while np.isnan(returns).any():
         with torch.no_grad():
             action = agent.act(torch.as_tensor(next_obs, dtype=torch.float32, device=device), deterministic)
-        next_obs, _, _, _, infos = envs.step(action.cpu().numpy())
+        next_obs, _, _, _, infos = envs.step(action.cpu().numpy().reshape(envs.action_space.shape))
         if "episode" in infos:
             finished = infos["_episode"] & np.isnan(returns)  # count each sub-env's first episode only
             returns[finished] = infos["episode"]["r"][finished]
@@ -430,7 +504,7 @@ def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str
         "run_name": run_name,
         "args": vars(args),
         "observation_shape": list(envs.single_observation_space.shape),
-        "action_shape": [int(envs.single_action_space.n)],
+        "action_shape": action_nvec(envs.single_action_space),
         "global_step": global_step,
         "iteration": iteration,
         "best_eval_return": best_eval_return,
@@ -470,7 +544,7 @@ def load_checkpoint(path: str, device="cpu") -> dict:
 def check_checkpoint_fits(checkpoint: dict, path: str, envs, args: Args):
     """The saved networks must match the env's observation and action shapes, and its inputs
     must be normalized the same way."""
-    observation_shape, action_shape = list(envs.single_observation_space.shape), [int(envs.single_action_space.n)]
+    observation_shape, action_shape = list(envs.single_observation_space.shape), action_nvec(envs.single_action_space)
     if checkpoint["observation_shape"] != observation_shape or checkpoint["action_shape"] != action_shape:
         fail(
             f"checkpoint {path} was made for observations {checkpoint['observation_shape']} and actions "
@@ -496,12 +570,12 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     saved_args = args_from_checkpoint(checkpoint)
     video_folder = None
     if args.capture_video:
-        check_video_support(saved_args.env_id)
+        check_video_support(saved_args)
         video_folder = f"videos/{checkpoint['run_name']}-eval"
     envs = make_envs(saved_args, args.eval_episodes, video_folder, video_trigger=lambda episode: episode == 0)
     check_checkpoint_fits(checkpoint, args.eval_checkpoint, envs, saved_args)
     set_normalization(envs, checkpoint["normalization"], freeze=True)
-    agent = Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"][0]).to(device)
+    agent = Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"]).to(device)
     agent.load_state_dict(checkpoint["agent"])
     returns = evaluate(agent, envs, not args.eval_stochastic, args.seed, device)
     envs.close()
@@ -659,11 +733,12 @@ def train(args: Args) -> dict:
     # env setup
     capture_video = args.capture_video and master_process
     if capture_video:
-        check_video_support(args.env_id)
+        check_video_support(args)
     envs = make_envs(args, video_folder=f"videos/{run_name}" if capture_video else None)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
+    action_dim = len(action_nvec(envs.single_action_space))
 
-    agent = Agent(obs_dim, int(envs.single_action_space.n)).to(device)
+    agent = Agent(obs_dim, action_nvec(envs.single_action_space)).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)  # detail 3: eps 1e-5
 
     global_step, start_iteration, best_eval_return = 0, 1, None
@@ -704,7 +779,7 @@ def train(args: Args) -> dict:
 
     # rollout storage
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim)).to(device)
-    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long).to(device)
+    actions = torch.zeros((args.num_steps, args.num_envs, action_dim), dtype=torch.long).to(device)
     logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
     values = torch.zeros((args.num_steps, args.num_envs)).to(device)
     # what the env returns stays in numpy until the rollout ends: one copy per iteration, not per step
@@ -762,7 +837,7 @@ def train(args: Args) -> dict:
                 actions[step] = action
                 logprobs[step] = logprob
 
-                next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(action.cpu().numpy())
+                next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(action.cpu().numpy().reshape(envs.action_space.shape))
                 next_done = np.maximum(terminations[step], truncations[step])
                 next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
 
@@ -794,7 +869,7 @@ def train(args: Args) -> dict:
             # flatten the batch
             b_obs = obs.reshape((-1, obs_dim))
             b_logprobs = logprobs.reshape(-1)
-            b_actions = actions.reshape(-1)
+            b_actions = actions.reshape((-1, action_dim))
             b_advantages = advantages.reshape(-1)
             b_returns = returns.reshape(-1)
             b_values = values.reshape(-1)

@@ -1,0 +1,171 @@
+"""Any gymnasium task: dm_control, `module:Env` ids, a custom MuJoCo XML, Dict observations,
+wide action bounds, MultiDiscrete actions, and clear errors for spaces the agents cannot handle."""
+import importlib
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, read_scalars, run_script, single_run_dir
+
+TESTS = str(REPO / "tests")
+XML = str(REPO / "tests" / "assets" / "long_pole_cart.xml")
+SMALL = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1",
+         "--total-timesteps", "128"]  # fmt: skip
+
+
+def run_ok(script, *flags, cwd, env=None):
+    result = run_script(script, *flags, cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def one_line_error(result, *messages):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for message in messages:
+        assert message in errors[0], errors[0]
+
+
+def test_dm_control_task_trains_and_logs_full_episodes(tmp_path):
+    flags = ["--env-id", "dm_control/cartpole-swingup-v0", "--num-envs", "2", "--num-steps", "512",
+             "--num-minibatches", "4", "--update-epochs", "1", "--total-timesteps", "2048", "--save-model"]  # fmt: skip
+    run_ok("ppo_continuous.py", *flags, cwd=tmp_path)
+    run_dir = single_run_dir(tmp_path)
+    assert run_dir.name.startswith("dm_control-cartpole-swingup-v0__")  # the "/" does not nest folders
+    scalars = read_scalars(run_dir)
+    assert [value for _, value in scalars["charts/episodic_length"]] == [1000, 1000]  # the time limit
+    assert all(math.isfinite(value) for _, value in scalars["losses/value_loss"])
+    module = importlib.import_module("ppo_continuous")
+    checkpoint = module.load_checkpoint(str(run_dir / "checkpoint.pt"))
+    assert checkpoint["observation_shape"] == [5]  # Dict(position 3, velocity 2) flattened
+
+
+def test_dm_control_video(tmp_path):
+    flags = ["--env-id", "dm_control/cartpole-swingup-v0", *SMALL, "--capture-video"]
+    run_ok("ppo_continuous.py", *flags, cwd=tmp_path)
+    import imageio_ffmpeg
+
+    videos = list((tmp_path / "videos").rglob("*.mp4"))
+    assert len(videos) == 1
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(videos[0]))
+    assert frames > 1
+
+
+def test_module_env_id_with_dict_observations(tmp_path):
+    result = run_ok("ppo_continuous.py", "--env-id", "my_envs:DictObservation-v0", *SMALL, "--save-model",
+                    cwd=tmp_path, env={"PYTHONPATH": TESTS})  # fmt: skip
+    module = importlib.import_module("ppo_continuous")
+    checkpoint = module.load_checkpoint(str(single_run_dir(tmp_path) / "checkpoint.pt"))
+    assert checkpoint["observation_shape"] == [3]  # Dict(target 1, position 2) flattened
+    assert "my_envs-DictObservation-v0__" in result.stdout
+
+
+def test_custom_mujoco_xml_via_env_kwargs(tmp_path):
+    module = importlib.import_module("ppo_continuous")
+    args = module.Args(env_id="InvertedPendulum-v5", env_kwargs=(f"xml_file={XML}", "frame_skip=3"), cuda=False)
+    envs = module.make_envs(args, num_envs=1)
+    inner = envs.unwrapped.envs[0].unwrapped
+    assert inner.model.body("tip_mass").mass[0] == pytest.approx(0.4)  # our model, not gymnasium's
+    assert inner.frame_skip == 3  # a literal value reaches gym.make as an int
+    envs.close()
+    run_ok("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", f"xml_file={XML}", *SMALL,
+           cwd=tmp_path)  # fmt: skip
+
+
+def test_relative_xml_path_is_resolved_from_the_working_directory(tmp_path, monkeypatch):
+    module = importlib.import_module("ppo_continuous")
+    (tmp_path / "robots").mkdir()
+    (tmp_path / "robots" / "arm.xml").write_text("<mujoco/>")
+    monkeypatch.chdir(tmp_path)
+    kwargs = module.parse_env_kwargs(["xml_file=robots/arm.xml", "frame_skip=4", "reset_noise_scale=0.1", "name=x"])
+    assert kwargs == {"xml_file": str(tmp_path / "robots" / "arm.xml"), "frame_skip": 4,
+                      "reset_noise_scale": 0.1, "name": "x"}  # fmt: skip
+
+
+def wide_bounds_envs(rescale):
+    module = importlib.import_module("ppo_continuous")
+    importlib.import_module("my_envs")
+    args = module.Args(env_id="my_envs:WideBounds-v0", norm_obs=False, norm_reward=False, rescale_actions=rescale)
+    envs = module.make_envs(args, num_envs=4)
+    envs.reset(seed=0)
+    return envs
+
+
+def test_actions_are_clipped_to_the_env_bounds_not_to_unit(monkeypatch):
+    monkeypatch.syspath_prepend(TESTS)
+    envs = wide_bounds_envs(rescale=False)
+    _, _, _, _, infos = envs.step(np.array([[5.0], [-5.0], [1.5], [-0.5]], dtype=np.float32))
+    np.testing.assert_allclose(infos["received"][:, 0], [2.0, -2.0, 1.5, -0.5])
+    envs.close()
+
+
+def test_rescale_actions_maps_unit_interval_onto_bounds(monkeypatch):
+    monkeypatch.syspath_prepend(TESTS)
+    envs = wide_bounds_envs(rescale=True)
+    # low + (a + 1) / 2 * (high - low) with [-2, 2]: a = 0.5 -> 1.0, a = 5 is clipped to 1 first -> 2.0
+    _, _, _, _, infos = envs.step(np.array([[0.5], [5.0], [-1.0], [0.0]], dtype=np.float32))
+    np.testing.assert_allclose(infos["received"][:, 0], [1.0, 2.0, -2.0, 0.0], atol=1e-6)
+    envs.close()
+
+
+def test_multidiscrete_log_prob_and_entropy_sum_independent_categoricals():
+    module = importlib.import_module("ppo_discrete")
+    torch.manual_seed(0)
+    agent = module.Agent(5, [3, 2])
+    with torch.no_grad():
+        agent.actor[-1].weight.normal_()  # non-uniform logits
+        obs = torch.randn(6, 5)
+        action, logprob, entropy, _ = agent.get_action_and_value(obs)
+        logits = agent.actor(obs)
+    assert action.shape == (6, 2) and action[:, 0].max() <= 2 and action[:, 1].max() <= 1
+    log_p = [torch.log_softmax(logits[:, :3], -1), torch.log_softmax(logits[:, 3:], -1)]
+    expected_logprob = log_p[0].gather(1, action[:, :1])[:, 0] + log_p[1].gather(1, action[:, 1:])[:, 0]
+    expected_entropy = sum(-(part.exp() * part).sum(-1) for part in log_p)
+    torch.testing.assert_close(logprob, expected_logprob)
+    torch.testing.assert_close(entropy, expected_entropy)
+    deterministic = agent.act(obs)
+    torch.testing.assert_close(deterministic, torch.stack([logits[:, :3].argmax(-1), logits[:, 3:].argmax(-1)], -1))
+
+
+def test_multidiscrete_env_trains_saves_and_evaluates(tmp_path):
+    env = {"PYTHONPATH": TESTS}
+    run_ok("ppo_discrete.py", "--env-id", "my_envs:MultiDiscrete-v0", *SMALL, "--save-model", cwd=tmp_path, env=env)
+    path = single_run_dir(tmp_path) / "checkpoint.pt"
+    module = importlib.import_module("ppo_discrete")
+    assert module.load_checkpoint(str(path))["action_shape"] == [3, 2]
+    result = run_ok("ppo_discrete.py", "--eval-checkpoint", str(path), "--eval-episodes", "2", cwd=tmp_path, env=env)
+    assert "over 2 episodes" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "script,env_id,messages",
+    [
+        ("ppo_continuous.py", "my_envs:ImageObservation-v0", ["image observations", "CNN"]),
+        ("ppo_discrete.py", "my_envs:ImageObservation-v0", ["image observations", "CNN"]),
+        ("ppo_discrete.py", "my_envs:SequenceObservation-v0", ["cannot be flattened"]),
+        ("ppo_continuous.py", "my_envs:TextAction-v0", ["Text(", "wrap the env's actions"]),
+        ("ppo_continuous.py", "my_envs:TupleAction-v0", ["Tuple(", "wrap the env's actions"]),
+        ("ppo_discrete.py", "my_envs:TupleAction-v0", ["Tuple(", "wrap the env's actions"]),
+        ("ppo_continuous.py", "my_envs:MultiDiscrete-v0", ["use ppo_discrete.py"]),
+        ("ppo_discrete.py", "my_envs:WideBounds-v0", ["use ppo_continuous.py"]),
+        ("ppo_continuous.py", "no_such_module:Env-v0", ["cannot import module 'no_such_module'"]),
+    ],
+)
+def test_unsupported_spaces_and_ids_give_one_line_errors_before_training(script, env_id, messages, tmp_path):
+    result = run_script(script, "--env-id", env_id, *SMALL, cwd=tmp_path, env={"PYTHONPATH": TESTS})
+    one_line_error(result, *messages)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_env_kwargs_give_one_line_errors(tmp_path):
+    result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", "frame_skip", cwd=tmp_path)
+    one_line_error(result, "key=value")
+    result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", "no_such_option=1",
+                        *SMALL, cwd=tmp_path)  # fmt: skip
+    one_line_error(result, "cannot make InvertedPendulum-v5 with --env-kwargs no_such_option=1")
+    result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs",
+                        "xml_file=./missing.xml", *SMALL, cwd=tmp_path)  # fmt: skip
+    one_line_error(result, "missing.xml")
