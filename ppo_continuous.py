@@ -555,6 +555,12 @@ def check_checkpoint_fits(checkpoint: dict, path: str, envs, args: Args):
         fail(f"checkpoint {path} was trained with norm_obs={checkpoint['args']['norm_obs']}; pass the same --norm-obs setting")
 
 
+def load_agent(checkpoint: dict) -> Agent:
+    agent = Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"][0])
+    agent.load_state_dict(checkpoint["agent"])
+    return agent
+
+
 def args_from_checkpoint(checkpoint: dict) -> Args:
     fields = Args.__dataclass_fields__
     return Args(**{key: value for key, value in checkpoint["args"].items() if key in fields})
@@ -575,8 +581,7 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     envs = make_envs(saved_args, args.eval_episodes, video_folder, video_trigger=lambda episode: episode == 0)
     check_checkpoint_fits(checkpoint, args.eval_checkpoint, envs, saved_args)
     set_normalization(envs, checkpoint["normalization"], freeze=True)
-    agent = Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"][0]).to(device)
-    agent.load_state_dict(checkpoint["agent"])
+    agent = load_agent(checkpoint).to(device)
     returns = evaluate(agent, envs, not args.eval_stochastic, args.seed, device)
     envs.close()
     mode = "stochastic" if args.eval_stochastic else "deterministic"

@@ -53,8 +53,7 @@ def test_checkpoint_round_trip_gives_identical_actions_for_identical_raw_observa
     summary, path = trained
     checkpoint = module.load_checkpoint(str(path))
     args = module.args_from_checkpoint(checkpoint)
-    loaded = module.Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"][0])
-    loaded.load_state_dict(checkpoint["agent"])
+    loaded = module.load_agent(checkpoint)
 
     # the raw observation -> normalize by hand with each set of statistics -> deterministic action
     raw = np.random.default_rng(0).normal(size=(64, checkpoint["observation_shape"][0])) * 3

@@ -88,7 +88,7 @@ def test_two_ranks_stay_identical_and_count_both_ranks(module_name, tmp_path):
     # the ranks started from the same weights but trained (the check above is not vacuous)
     module = importlib.import_module(module_name)
     torch.manual_seed(1)
-    fresh = module.Agent(*([4, 1] if module_name == "ppo_continuous" else [4, 2])).state_dict()
+    fresh = module.Agent(*([4, 1] if module_name == "ppo_continuous" else [4, [2]])).state_dict()
     assert any(not np.array_equal(fresh[name].numpy(), state0[name]) for name in fresh)
 
 
