@@ -645,8 +645,10 @@ class ProgressReporter:
             return
         print(f"run {run_name}: logs in runs/{run_name} (`tensorboard --logdir runs`)", flush=True)
         if live:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+            try:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            except ImportError:  # no rich: plain lines, as in a log file
+                return
             self.bar = Progress(
                 TextColumn("[bold]{task.completed:,.0f}/{task.total:,.0f} steps"),
                 BarColumn(),

@@ -1,5 +1,6 @@
 """Each script end to end, as a user runs it: logs, reproducibility, video and bad input."""
 import math
+import os
 import subprocess
 import sys
 
@@ -138,3 +139,17 @@ def test_importing_a_script_runs_nothing(tmp_path):
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout == ""
     assert list(tmp_path.iterdir()) == []  # no runs/ or videos/ folder
+
+
+@pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
+def test_live_progress_bar_on_a_terminal(script, tmp_path):
+    """On a terminal the console shows a live rich bar; `script` gives the run a pseudo-terminal."""
+    flags = "--num-envs 2 --num-steps 32 --num-minibatches 2 --update-epochs 1 --total-timesteps 128"
+    env_id = "InvertedPendulum-v4" if script == "ppo_continuous.py" else "CartPole-v1"
+    command = f"{sys.executable} {REPO / script} --env-id {env_id} {flags}"
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "120"}, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stdout
+    assert "128/128 steps" in result.stdout  # the bar's own format, not the plain line's "step 128/128"
+    assert "━" in result.stdout  # rich's bar
