@@ -799,6 +799,7 @@ def train(args: Args) -> dict:
 
     episodic_returns = []
     recent_returns = deque(maxlen=20)
+    timings = {"env": 0.0, "rollout_other": 0.0, "update": 0.0}  # wall seconds, for benchmarks/speed.py
     progress = ProgressReporter(
         args.num_iterations * args.batch_size, run_name, live=sys.stdout.isatty(), quiet=not master_process
     )
@@ -831,6 +832,7 @@ def train(args: Args) -> dict:
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
             new_episodes = []  # (global step, return, length)
+            rollout_start, env_time = time.perf_counter(), 0.0
             for step in range(0, args.num_steps):
                 global_step += args.num_envs * world_size
                 obs[step] = next_obs
@@ -844,7 +846,9 @@ def train(args: Args) -> dict:
                 actions[step] = action  # detail 5: store the unclipped sample
                 logprobs[step] = logprob
 
+                env_start = time.perf_counter()
                 next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(action.cpu().numpy())
+                env_time += time.perf_counter() - env_start
                 next_done = np.maximum(terminations[step], truncations[step])
                 next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
 
@@ -864,6 +868,9 @@ def train(args: Args) -> dict:
                     writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
                     writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
 
+            timings["env"] += env_time
+            timings["rollout_other"] += time.perf_counter() - rollout_start - env_time  # mostly policy inference
+            update_start = time.perf_counter()
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)[0]
             rollout_valid = torch.as_tensor(valid, device=device)
@@ -915,6 +922,7 @@ def train(args: Args) -> dict:
                 dist.all_reduce(update_means)
                 update_means /= world_size
             pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac, grad_norm = update_means.tolist()
+            timings["update"] += time.perf_counter() - update_start
             is_valid = b_valid.bool()
             explained_var = explained_variance(b_values[is_valid], b_returns[is_valid])
 
@@ -988,6 +996,7 @@ def train(args: Args) -> dict:
         "agent": agent,
         "optimizer": optimizer,
         "normalization": get_normalization(envs),
+        "timings": {**timings, "total": time.time() - start_time},
     }
 
 

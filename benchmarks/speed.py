@@ -1,0 +1,110 @@
+"""How close training comes to the raw speed of its environments.
+
+    python benchmarks/speed.py                          # every config below
+    python benchmarks/speed.py cartpole halfcheetah     # some of them
+    python benchmarks/speed.py --extra=--compile        # flags added to every config's run
+
+For each config it prints: training steps/s; raw steps/s of the same vector env and wrappers
+(`make_envs` of the script) under random actions; their ratio; how the training wall time splits
+between env stepping, the rest of the rollout (mostly policy inference and storage) and the update
+(GAE + all epochs of minibatch updates); and peak memory (resident set, and GPU when used). Each
+config runs in a subprocess of its own, so peak memory is its own. Timings exclude start-up.
+"""
+
+import argparse
+import importlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+HUMANOID_LARGE_BATCH = ["--num-envs", "64", "--num-steps", "64", "--update-epochs", "2", "--num-minibatches", "4",
+                        "--learning-rate", "2.95e-3", "--no-clip-vloss", "--max-grad-norm", "3.5", "--vf-coef", "1.3"]  # fmt: skip
+CONFIGS = {  # name: (module, env flags, iterations to time)
+    "cartpole": ("ppo_discrete", ["--env-id", "CartPole-v1"], 60),
+    "halfcheetah": ("ppo_continuous", ["--env-id", "HalfCheetah-v4"], 8),
+    "humanoid": ("ppo_continuous", ["--env-id", "Humanoid-v4", *HUMANOID_LARGE_BATCH], 5),
+}
+
+
+def peak_memory_mib() -> dict:
+    import torch
+
+    memory = {"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        memory["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return memory
+
+
+def measure(name: str, extra: list[str]) -> dict:
+    """One config, in this process."""
+    import tyro
+
+    module_name, flags, iterations = CONFIGS[name]
+    module = importlib.import_module(module_name)
+    args = module.validate_args(tyro.cli(module.Args, args=[*flags, *extra]))
+
+    envs = module.make_envs(args)  # the raw env speed: same vector env and wrappers, random actions
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    raw_steps = max(2000, 4 * args.num_envs) // args.num_envs
+    start = time.perf_counter()
+    for _ in range(raw_steps):
+        envs.step(envs.action_space.sample())
+    raw_sps = raw_steps * args.num_envs / (time.perf_counter() - start)
+    envs.close()
+
+    args.total_timesteps = iterations * args.batch_size
+    summary = module.train(args)
+    timings = summary["timings"]
+    return {
+        "config": name,
+        "flags": " ".join([*flags, *extra]),
+        "train_sps": summary["global_step"] / timings["total"],
+        "raw_sps": raw_sps,
+        "env_s": timings["env"],
+        "rollout_other_s": timings["rollout_other"],
+        "update_s": timings["update"],
+        "total_s": timings["total"],
+        **peak_memory_mib(),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", help=f"some of: {' '.join(CONFIGS)} (default: all)")
+    parser.add_argument("--extra", default="", help="flags added to every run, e.g. --extra=--compile")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # run one config and print its JSON
+    options = parser.parse_args()
+    extra = options.extra.split()
+    unknown = [name for name in options.configs if name not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config {' '.join(unknown)}; choose from {' '.join(CONFIGS)}")
+    options.configs = options.configs or list(CONFIGS)
+    if options.one:
+        print("RESULT " + json.dumps(measure(options.one, extra)), flush=True)
+        return
+    print("| config | train steps/s | raw env steps/s | ratio | env | rollout other | update | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in options.configs:
+        with tempfile.TemporaryDirectory() as workdir:  # the run's logs go there
+            output = subprocess.run([sys.executable, __file__, "--one", name, f"--extra={options.extra}"],
+                                    capture_output=True, text=True, cwd=workdir, check=True).stdout  # fmt: skip
+        r = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+        share = {key: 100 * r[key] / r["total_s"] for key in ("env_s", "rollout_other_s", "update_s")}
+        memory = f"{r['rss_mib']:,.0f} MiB" + (f" (GPU {r['gpu_mib']:,.0f} MiB)" if "gpu_mib" in r else "")
+        print(
+            f"| {name} | {r['train_sps']:,.0f} | {r['raw_sps']:,.0f} | {r['train_sps'] / r['raw_sps']:.0%} | "
+            f"{share['env_s']:.0f}% | {share['rollout_other_s']:.0f}% | {share['update_s']:.0f}% | {memory} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
