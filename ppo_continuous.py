@@ -331,7 +331,7 @@ class Agent(nn.Module):
     def get_action_and_value(self, x, action=None):
         action_mean = self.actor_mean(x)
         action_std = self.actor_logstd.expand_as(action_mean).exp()
-        probs = Normal(action_mean, action_std)  # detail 1: Normal distribution
+        probs = Normal(action_mean, action_std, validate_args=False)  # detail 1; validation costs ~20% of a call
         if action is None:
             action = probs.sample()
         # detail 3: independent action dimensions, log-probs summed
@@ -746,7 +746,8 @@ def train(args: Args) -> dict:
     action_dim = int(np.prod(envs.single_action_space.shape))
 
     agent = Agent(obs_dim, action_dim).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)  # detail 3: eps 1e-5
+    # detail 3: eps 1e-5; foreach: one multi-tensor step instead of a Python loop (same numbers, faster on CPU)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
 
     global_step, start_iteration, best_eval_return = 0, 1, None
     if args.init_from:  # fine-tuning: weights and normalization statistics, a fresh optimizer and schedule
@@ -904,7 +905,7 @@ def train(args: Args) -> dict:
                     loss.backward()
                     if ddp:
                         all_reduce_gradients(agent, world_size)
-                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # detail 11
                     optimizer.step()
                     update_stats.append(torch.cat([stats, grad_norm.detach().reshape(1)]))
 

