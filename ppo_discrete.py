@@ -38,6 +38,8 @@ class Args:
     """if toggled, use CUDA when available (falls back to CPU with a notice)"""
     torch_threads: int = 1
     """CPU threads for torch; one is fastest for small MLPs"""
+    compile: bool = False
+    """torch.compile the rollout policy and the minibatch loss (with its backward); costs ~20 s of compiling"""
     capture_video: bool = False
     """whether to capture videos of the agent (sub-env 0) to the `videos/{run_name}` folder"""
     backend: str | None = None
@@ -802,6 +804,7 @@ def train(args: Args) -> dict:
     episodic_returns = []
     recent_returns = deque(maxlen=20)
     timings = {"env": 0.0, "rollout_other": 0.0, "update": 0.0}  # wall seconds, for benchmarks/speed.py
+    first_iteration_timings = None  # the first iteration also holds warm-up (and compiling, with --compile)
     progress = ProgressReporter(
         args.num_iterations * args.batch_size, run_name, live=sys.stdout.isatty(), quiet=not master_process
     )
@@ -811,6 +814,14 @@ def train(args: Args) -> dict:
     envs.action_space.seed(args.seed)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = np.zeros(args.num_envs, dtype=np.float32)  # did the step that gave next_obs end an episode?
+
+    def minibatch_loss(mb_obs, mb_actions, mb_logprobs, mb_advantages, mb_returns, mb_values, mb_valid):
+        _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, mb_actions)
+        return ppo_loss(newlogprob, entropy, newvalue, mb_logprobs, mb_advantages, mb_returns, mb_values, mb_valid, args)
+
+    policy = agent.get_action_and_value
+    if args.compile:  # LeanRL-style fused kernels; the optimizer step stays eager, so the lr schedule needs no care
+        policy, minibatch_loss = torch.compile(policy), torch.compile(minibatch_loss)
 
     # Ctrl-C (or SIGTERM, e.g. a cluster preempting the job) finishes the current iteration, then
     # saves and stops cleanly; a second Ctrl-C stops at once
@@ -843,7 +854,7 @@ def train(args: Args) -> dict:
                 valid[step] = 1.0 - next_done
 
                 with torch.no_grad():
-                    action, logprob, _, value = agent.get_action_and_value(next_obs)
+                    action, logprob, _, value = policy(next_obs)
                     values[step] = value.flatten()
                 actions[step] = action
                 logprobs[step] = logprob
@@ -897,10 +908,9 @@ def train(args: Args) -> dict:
                 b_inds = torch.randperm(rank_batch_size, device=device)  # detail 6: shuffled minibatches
                 for start in range(0, rank_batch_size, rank_minibatch_size):
                     mb_inds = b_inds[start : start + rank_minibatch_size]
-                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
-                    loss, stats = ppo_loss(
-                        newlogprob, entropy, newvalue, b_logprobs[mb_inds], b_advantages[mb_inds],
-                        b_returns[mb_inds], b_values[mb_inds], b_valid[mb_inds], args,
+                    loss, stats = minibatch_loss(
+                        b_obs[mb_inds], b_actions[mb_inds], b_logprobs[mb_inds], b_advantages[mb_inds],
+                        b_returns[mb_inds], b_values[mb_inds], b_valid[mb_inds],
                     )  # fmt: skip
                     optimizer.zero_grad()
                     loss.backward()
@@ -925,6 +935,8 @@ def train(args: Args) -> dict:
                 update_means /= world_size
             pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac, grad_norm = update_means.tolist()
             timings["update"] += time.perf_counter() - update_start
+            if first_iteration_timings is None:
+                first_iteration_timings = {**timings, "total": time.time() - start_time, "global_step": global_step}
             is_valid = b_valid.bool()
             explained_var = explained_variance(b_values[is_valid], b_returns[is_valid])
 
@@ -998,6 +1010,7 @@ def train(args: Args) -> dict:
         "optimizer": optimizer,
         "normalization": get_normalization(envs),
         "timings": {**timings, "total": time.time() - start_time},
+        "first_iteration_timings": first_iteration_timings,
     }
 
 

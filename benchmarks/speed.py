@@ -8,7 +8,8 @@ For each config it prints: training steps/s; raw steps/s of the same vector env 
 (`make_envs` of the script) under random actions; their ratio; how the training wall time splits
 between env stepping, the rest of the rollout (mostly policy inference and storage) and the update
 (GAE + all epochs of minibatch updates); and peak memory (resident set, and GPU when used). Each
-config runs in a subprocess of its own, so peak memory is its own. Timings exclude start-up.
+config runs in a subprocess of its own, so peak memory is its own. Timings exclude start-up and
+the first iteration (warm-up, and compiling with --compile), whose length is printed apart.
 """
 
 import argparse
@@ -54,19 +55,23 @@ def measure(name: str, extra: list[str]) -> dict:
     envs.reset(seed=0)
     envs.action_space.seed(0)
     raw_steps = max(2000, 4 * args.num_envs) // args.num_envs
+    random_actions = [envs.action_space.sample() for _ in range(raw_steps)]  # drawn before the clock starts
     start = time.perf_counter()
-    for _ in range(raw_steps):
-        envs.step(envs.action_space.sample())
+    for action in random_actions:
+        envs.step(action)
     raw_sps = raw_steps * args.num_envs / (time.perf_counter() - start)
     envs.close()
 
-    args.total_timesteps = iterations * args.batch_size
+    args.total_timesteps = (iterations + 1) * args.batch_size
     summary = module.train(args)
-    timings = summary["timings"]
+    # the first iteration holds warm-up and, with --compile, compiling: time the others
+    first = summary["first_iteration_timings"]
+    timings = {key: value - first[key] for key, value in summary["timings"].items()}
     return {
         "config": name,
         "flags": " ".join([*flags, *extra]),
-        "train_sps": summary["global_step"] / timings["total"],
+        "train_sps": (summary["global_step"] - first["global_step"]) / timings["total"],
+        "first_iteration_s": first["total"],
         "raw_sps": raw_sps,
         "env_s": timings["env"],
         "rollout_other_s": timings["rollout_other"],
@@ -90,8 +95,8 @@ def main():
     if options.one:
         print("RESULT " + json.dumps(measure(options.one, extra)), flush=True)
         return
-    print("| config | train steps/s | raw env steps/s | ratio | env | rollout other | update | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | train steps/s | raw env steps/s | ratio | env | rollout other | update | peak RSS | 1st iteration |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in options.configs:
         with tempfile.TemporaryDirectory() as workdir:  # the run's logs go there
             output = subprocess.run([sys.executable, __file__, "--one", name, f"--extra={options.extra}"],
@@ -101,7 +106,8 @@ def main():
         memory = f"{r['rss_mib']:,.0f} MiB" + (f" (GPU {r['gpu_mib']:,.0f} MiB)" if "gpu_mib" in r else "")
         print(
             f"| {name} | {r['train_sps']:,.0f} | {r['raw_sps']:,.0f} | {r['train_sps'] / r['raw_sps']:.0%} | "
-            f"{share['env_s']:.0f}% | {share['rollout_other_s']:.0f}% | {share['update_s']:.0f}% | {memory} |",
+            f"{share['env_s']:.0f}% | {share['rollout_other_s']:.0f}% | {share['update_s']:.0f}% | {memory} | "
+            f"{r['first_iteration_s']:.1f} s |",
             flush=True,
         )
 
