@@ -39,7 +39,7 @@ class Args:
     torch_threads: int = 1
     """CPU threads for torch; one is fastest for small MLPs"""
     compile: bool = False
-    """torch.compile the rollout policy and the minibatch loss (with its backward); costs ~20 s of compiling"""
+    """torch.compile the rollout policy and the minibatch loss (with its backward); compiling takes seconds at the start"""
     capture_video: bool = False
     """whether to capture videos of the agent (sub-env 0) to the `videos/{run_name}` folder"""
     backend: str | None = None
@@ -109,7 +109,7 @@ class Args:
     eval_stochastic: bool = False
     """sample actions when evaluating (default: the deterministic most likely action)"""
     eval_checkpoint: str | None = None
-    """evaluate this checkpoint for --eval-episodes episodes, print mean and std, and exit without training"""
+    """evaluate this checkpoint (on the env and with the env flags it was trained with) for --eval-episodes episodes, print mean and std, and exit without training"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -136,6 +136,12 @@ def validate_args(args: Args) -> Args:
             fail(f"--{name.replace('_', '-')} must be 0 (off) or more, got {getattr(args, name)}")
     if args.resume and args.init_from:
         fail("--resume continues a run and --init-from starts a new one; pass only one of them")
+    # a model file given relative to here is stored absolute, so resuming or evaluating elsewhere finds it
+    args.env_kwargs = tuple(
+        f"xml_file={os.path.abspath(pair[len('xml_file='):])}"
+        if pair.startswith("xml_file=") and os.path.exists(pair[len("xml_file="):]) else pair
+        for pair in args.env_kwargs
+    )
     rank_batch_size = args.num_envs * args.num_steps
     if rank_batch_size % args.num_minibatches != 0:
         fail(
@@ -224,6 +230,8 @@ def check_spaces(env, env_id: str):
         hint = ("use ppo_continuous.py for it" if isinstance(action_space, gym.spaces.Box)
                 else "these scripts take Box (ppo_continuous.py) or Discrete/MultiDiscrete (ppo_discrete.py) actions; wrap the env's actions into one of those")  # fmt: skip
         fail(f"ppo_discrete.py needs a Discrete or MultiDiscrete action space, but {env_id} has {action_space}; {hint}")
+    if isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim != 1:
+        fail(f"{env_id} has a {action_space.nvec.ndim}-D MultiDiscrete {action_space}; wrap the env to take a flat one")
     if np.any(action_space.start != 0):
         fail(f"{env_id} has actions that start at {action_space.start}, not 0; wrap the env to shift them to 0")
 
@@ -490,9 +498,9 @@ def get_rng_state() -> dict:
 
 
 def set_rng_state(state: dict):
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():  # as many GPUs as both machines have
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
     np.random.set_state((state["numpy"][0], state["numpy"][1].numpy().astype(np.uint32), *state["numpy"][2:]))
     random.setstate(state["python"])
 
@@ -524,10 +532,11 @@ def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str
     os.replace(tmp_path, path)  # atomic on POSIX and Windows
 
 
-def load_checkpoint(path: str, device="cpu") -> dict:
-    """Load a checkpoint safely, or stop with a one-line error naming the problem."""
+def load_checkpoint(path: str) -> dict:
+    """Load a checkpoint safely (on the CPU; load_state_dict moves tensors to the model's device),
+    or stop with a one-line error naming the problem."""
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         fail(f"checkpoint {path} does not exist; pass a checkpoint.pt or best.pt from a run directory under runs/")
     except pickle.UnpicklingError as error:
@@ -554,8 +563,10 @@ def check_checkpoint_fits(checkpoint: dict, path: str, envs, args: Args):
             f"{checkpoint['action_shape']}, but {args.env_id} has {observation_shape} and {action_shape}; "
             f"use an env with the same spaces"
         )
-    if checkpoint["args"]["norm_obs"] != args.norm_obs:
-        fail(f"checkpoint {path} was trained with norm_obs={checkpoint['args']['norm_obs']}; pass the same --norm-obs setting")
+    for name in ("norm_obs", "rescale_actions"):  # the networks' inputs and outputs must mean the same
+        if checkpoint["args"].get(name, False) != getattr(args, name, False):
+            fail(f"checkpoint {path} was trained with {name}={checkpoint['args'].get(name, False)}; "
+                 f"pass the same --{name.replace('_', '-')} setting")  # fmt: skip
 
 
 def load_agent(checkpoint: dict) -> Agent:
@@ -575,7 +586,7 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     args = validate_args(args)
     torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    checkpoint = load_checkpoint(args.eval_checkpoint, device)
+    checkpoint = load_checkpoint(args.eval_checkpoint)
     saved_args = args_from_checkpoint(checkpoint)
     video_folder = None
     if args.capture_video:
@@ -641,12 +652,12 @@ def sync_normalization(envs, last_synced: dict, world_size: int, device) -> dict
 
 
 class ProgressReporter:
-    def __init__(self, total_timesteps: int, run_name: str, live: bool, quiet: bool = False):
+    def __init__(self, total_timesteps: int, run_dir: str, live: bool, quiet: bool = False):
         self.total, self.last_print, self.quiet = total_timesteps, 0.0, quiet
         self.bar = None
         if quiet:  # ranks other than 0 under torchrun
             return
-        print(f"run {run_name}: logs in runs/{run_name} (`tensorboard --logdir runs`)", flush=True)
+        print(f"run {os.path.basename(run_dir)}: logs in {run_dir} (`tensorboard --logdir runs`)", flush=True)
         if live:
             try:
                 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -717,11 +728,16 @@ def train(args: Args) -> dict:
 
     resumed = None
     if args.resume:  # the run's hyperparameters come from the checkpoint
-        resumed = load_checkpoint(args.resume, device)
+        resumed = load_checkpoint(args.resume)
         saved_args = args_from_checkpoint(resumed)
         for name in RUNTIME_FLAGS:
             setattr(saved_args, name, getattr(args, name))
+        saved_args.init_from = None  # the weights come from the checkpoint now
         args = validate_args(saved_args)
+        if args.batch_size != resumed["args"]["batch_size"]:  # the batch counts all ranks
+            ranks = resumed["args"]["batch_size"] // (args.num_envs * args.num_steps)
+            fail(f"checkpoint {args.resume} was saved by a run of {ranks} rank(s); resume it with the same number "
+                 f"(torchrun --nproc-per-node {ranks}, or a plain python run for 1)")  # fmt: skip
         run_name = resumed["run_name"]
     else:
         run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -744,7 +760,8 @@ def train(args: Args) -> dict:
     capture_video = args.capture_video and master_process
     if capture_video:
         check_video_support(args)
-    envs = make_envs(args, video_folder=f"videos/{run_name}" if capture_video else None)
+    video_folder = f"videos/{run_name}" + (f"-resumed-{resumed['global_step']}" if resumed is not None else "")
+    envs = make_envs(args, video_folder=video_folder if capture_video else None)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_dim = len(action_nvec(envs.single_action_space))
 
@@ -754,7 +771,7 @@ def train(args: Args) -> dict:
 
     global_step, start_iteration, best_eval_return = 0, 1, None
     if args.init_from:  # fine-tuning: weights and normalization statistics, a fresh optimizer and schedule
-        source = load_checkpoint(args.init_from, device)
+        source = load_checkpoint(args.init_from)
         check_checkpoint_fits(source, args.init_from, envs, args)
         agent.load_state_dict(source["agent"])
         set_normalization(envs, source["normalization"])
@@ -777,12 +794,14 @@ def train(args: Args) -> dict:
     normalization_synced = get_normalization(envs)  # identical on all ranks here (defaults or loaded)
     eval_envs = make_envs(args, args.eval_episodes) if args.eval_every > 0 and master_process else None
 
-    checkpoint_path, best_path = f"runs/{run_name}/checkpoint.pt", f"runs/{run_name}/best.pt"
+    # a resumed run goes on in the checkpoint's own run directory, wherever it is started from
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if resumed is not None else f"runs/{run_name}"
+    checkpoint_path, best_path = f"{run_dir}/checkpoint.pt", f"{run_dir}/best.pt"
     writer = None
     if master_process:
-        os.makedirs(f"runs/{run_name}", exist_ok=True)
+        os.makedirs(run_dir, exist_ok=True)
         # on resume, drop any events logged after the checkpoint by the run that stopped
-        writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed is not None else None)
+        writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resumed is not None else None)
         writer.add_text(
             "hyperparameters",
             "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
@@ -806,7 +825,7 @@ def train(args: Args) -> dict:
     timings = {"env": 0.0, "rollout_other": 0.0, "update": 0.0}  # wall seconds, for benchmarks/speed.py
     first_iteration_timings = None  # the first iteration also holds warm-up (and compiling, with --compile)
     progress = ProgressReporter(
-        args.num_iterations * args.batch_size, run_name, live=sys.stdout.isatty(), quiet=not master_process
+        args.num_iterations * args.batch_size, run_dir, live=sys.stdout.isatty(), quiet=not master_process
     )
     start_time, start_step = time.time(), global_step
     # a resumed run cannot restore the simulators' states: it starts new episodes, with new seeds
@@ -990,15 +1009,13 @@ def train(args: Args) -> dict:
         if ddp:
             dist.destroy_process_group()
 
-    if not master_process:
-        pass
-    elif stop_requested:
+    if master_process and stop_requested:
         if checkpoints_on:
             hint = f"resume with: python {SCRIPT}.py --resume {checkpoint_path}"
         else:
             hint = "no checkpoint was saved (use --checkpoint-every N or --save-model to be able to resume)"
-        print(f"stopped at step {global_step:,}; logs are in runs/{run_name}; {hint}", flush=True)
-    elif checkpoints_on:
+        print(f"stopped at step {global_step:,}; logs are in {run_dir}; {hint}", flush=True)
+    elif master_process and checkpoints_on and iteration >= start_iteration:
         print(f"saved {checkpoint_path}", flush=True)
     return {
         "run_name": run_name,

@@ -113,6 +113,14 @@ class TextActionEnv(gym.Env):
         return np.zeros(2, np.float32), 0.0, False, True, {}
 
 
+class MatrixActionEnv(WideBoundsEnv):
+    action_space = spaces.Box(-1.0, 1.0, (2, 3), np.float32)
+
+
+class NestedMultiDiscreteEnv(MultiDiscreteEnv):
+    action_space = spaces.MultiDiscrete([[2, 2], [3, 3]])
+
+
 for name, entry_point in [
     ("DictObservation-v0", DictObservationEnv),
     ("WideBounds-v0", WideBoundsEnv),
@@ -121,6 +129,8 @@ for name, entry_point in [
     ("TupleAction-v0", TupleActionEnv),
     ("SequenceObservation-v0", SequenceObservationEnv),
     ("TextAction-v0", TextActionEnv),
+    ("MatrixAction-v0", MatrixActionEnv),
+    ("NestedMultiDiscrete-v0", NestedMultiDiscreteEnv),
 ]:
     if name not in gym.registry:
         gym.register(name, entry_point=entry_point)

@@ -286,3 +286,29 @@ def test_standalone_evaluation_prints_mean_and_std_and_trains_nothing(module, tr
     assert not (workdir / "runs").exists()  # nothing trained, nothing logged
     videos = list((workdir / "videos").rglob("*.mp4"))
     assert len(videos) == 1 and videos[0].parent.name.endswith("-eval")
+
+
+def test_fine_tuned_run_resumes_in_its_run_directory_from_anywhere(module, trained, tmp_path, monkeypatch):
+    _, source = trained
+    (tmp_path / "tune").mkdir(), (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "tune")
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "ppo_loss", interrupting_loss(module.ppo_loss, 2 * 2 + 1))  # stop after iteration 2
+        first = module.train(tiny_args(module, init_from=str(source), total_timesteps=4 * 64, checkpoint_every=1))
+    path = tmp_path / "tune" / "runs" / first["run_name"] / "checkpoint.pt"
+    assert first["interrupted"] and module.load_checkpoint(str(path))["global_step"] == 128
+
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the --init-from flag is saved, but must not block resuming
+    resumed = module.train(tiny_args(module, resume=str(path)))
+    assert resumed["global_step"] == 256 and not resumed["interrupted"]
+    assert module.load_checkpoint(str(path))["global_step"] == 256  # the original run directory went on
+    assert not (tmp_path / "elsewhere" / "runs").exists()
+
+
+def test_resume_refuses_another_number_of_ranks(module, trained, tmp_path):
+    _, path = trained
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["args"]["batch_size"] *= 2  # as saved by a 2-rank run of the same flags
+    torch.save(checkpoint, tmp_path / "two_ranks.pt")
+    result = run_script(f"{module.__name__}.py", "--resume", "two_ranks.pt", cwd=tmp_path)
+    one_line_error(result, "saved by a run of 2 rank(s)")

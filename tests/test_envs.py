@@ -85,6 +85,16 @@ def test_relative_xml_path_is_resolved_from_the_working_directory(tmp_path, monk
                       "reset_noise_scale": 0.1, "name": "x"}  # fmt: skip
 
 
+def test_relative_xml_path_is_saved_absolute(tmp_path, monkeypatch):
+    """So that resuming or evaluating the run from another directory finds the same model."""
+    module = importlib.import_module("ppo_continuous")
+    (tmp_path / "robots").mkdir()
+    (tmp_path / "robots" / "arm.xml").write_text("<mujoco/>")
+    monkeypatch.chdir(tmp_path)
+    args = module.validate_args(module.Args(env_kwargs=("xml_file=robots/arm.xml", "frame_skip=4")))
+    assert args.env_kwargs == (f"xml_file={tmp_path / 'robots' / 'arm.xml'}", "frame_skip=4")
+
+
 def wide_bounds_envs(rescale):
     module = importlib.import_module("ppo_continuous")
     importlib.import_module("my_envs")
@@ -152,6 +162,8 @@ def test_multidiscrete_env_trains_saves_and_evaluates(tmp_path):
         ("ppo_continuous.py", "my_envs:MultiDiscrete-v0", ["use ppo_discrete.py"]),
         ("ppo_discrete.py", "my_envs:WideBounds-v0", ["use ppo_continuous.py"]),
         ("ppo_continuous.py", "no_such_module:Env-v0", ["cannot import module 'no_such_module'"]),
+        ("ppo_continuous.py", "my_envs:MatrixAction-v0", ["2-D actions", "flat vector"]),
+        ("ppo_discrete.py", "my_envs:NestedMultiDiscrete-v0", ["2-D MultiDiscrete"]),
     ],
 )
 def test_unsupported_spaces_and_ids_give_one_line_errors_before_training(script, env_id, messages, tmp_path):
