@@ -996,6 +996,8 @@ def train(args: Args) -> dict:
         if master_process and checkpoints_on and iteration >= start_iteration:
             save_checkpoint(checkpoint_path, agent, optimizer, envs, args, run_name, global_step, iteration,
                             best_eval_return)  # fmt: skip
+        if ddp:  # tear down together: gloo can abort a rank that exits while its peer still talks to it
+            dist.barrier()
     finally:
         if handle_signals:
             for sig, handler in previous_handlers.items():
@@ -1037,5 +1039,11 @@ if __name__ == "__main__":
         summary = evaluate_checkpoint(args) if args.eval_checkpoint else train(args)
     except KeyboardInterrupt:
         raise SystemExit("stopped at once by a second Ctrl-C; logs up to the last iteration are flushed")
-    if isinstance(summary, dict) and summary["interrupted"]:
-        sys.exit(130)  # the shell's convention for a run stopped by Ctrl-C
+    exit_code = 130 if isinstance(summary, dict) and summary["interrupted"] else 0  # 130: stopped by Ctrl-C
+    if int(os.environ.get("RANK", -1)) != -1:
+        # under torchrun, skip the interpreter's teardown: gloo's threads can abort a rank there
+        # (seen with torch 2.13: "terminate called without an active exception"); logs are closed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+    sys.exit(exit_code)

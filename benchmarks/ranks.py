@@ -30,7 +30,9 @@ def steps_per_second(script, env_id, ranks, total_timesteps, extra):
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]  # fmt: skip
         command = [*launcher, str(REPO / script), "--env-id", env_id, "--total-timesteps", str(total_timesteps), *extra]
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        subprocess.run(command, cwd=workdir, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(command)}\n{(result.stdout + result.stderr)[-3000:]}")
         run_dir = next((Path(workdir) / "runs").iterdir())
         accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
         accumulator.Reload()

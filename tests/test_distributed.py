@@ -35,6 +35,15 @@ def rank_main(module_name, rank, port, workdir, args, interrupt_at_call, queue):
     stats = {key: {k: (v.numpy().copy() if torch.is_tensor(v) else v) for k, v in value.items()}
              for key, value in summary["normalization"].items()}  # fmt: skip
     queue.put((rank, state, stats, summary["global_step"], summary["interrupted"], summary["run_name"]))
+    exit_like_the_scripts(queue)
+
+
+def exit_like_the_scripts(queue):
+    """Hand the result over, then skip interpreter teardown, where gloo's threads can abort a
+    process (torch 2.13), as the scripts do under torchrun."""
+    queue.close()
+    queue.join_thread()
+    os._exit(0)
 
 
 def run_two_ranks(module_name, workdir, args, interrupt_rank=None, interrupt_at_call=0, rank1_args=None):
@@ -107,6 +116,7 @@ def sync_rank_main(rank, port, data, queue):
     merged = module.sync_normalization(envs, shared, 2, torch.device("cpu"))
     dist.destroy_process_group()
     queue.put((rank, merged["obs_rms"]["mean"].numpy(), merged["obs_rms"]["var"].numpy(), merged["obs_rms"]["count"]))
+    exit_like_the_scripts(queue)
 
 
 def test_normalizer_merge_equals_statistics_of_all_data():
