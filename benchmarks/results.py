@@ -1,0 +1,255 @@
+"""The published results: train a list of runs, then write a results table, a JSON file and learning curves.
+
+    pip install -r benchmarks/requirements.txt        # matplotlib, for the curves (benchmark only)
+    python benchmarks/results.py                      # train every missing run, then write the results
+    python benchmarks/results.py --only CartPole-v1   # only these envs
+    python benchmarks/results.py --jobs 2             # two trainings at a time (one per core)
+    python benchmarks/results.py --collect            # train nothing: write the results from the runs there are
+
+Runs go to `runs/` like any other training, named `{env}__results-{config}__{seed}__{time}`, and
+each keeps a checkpoint (`--save-model`). A run whose checkpoint says it finished is not trained
+again, so the command can be stopped and started again, and a second invocation started beside a
+first one takes only runs nobody has started (each run is claimed with a file in `runs/.claims/`).
+
+Outputs, in `benchmarks/results/`: `results.json` (every run's figures), `results.md` (the table),
+and one `{env}.png` per env (mean and spread across seeds of the training return).
+
+Final return is computed as CleanRL does: the mean return of the last 100 training episodes (raw env
+reward, before any normalization), then mean +- std over seeds. The eval column is the deterministic
+(mean-action) return of 10 episodes with frozen normalization statistics, after the last iteration.
+"""
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "benchmarks" / "results"
+
+# the large-batch Humanoid preset: Sample Factory's setting, reported there at ~5,400 after 10M steps
+HUMANOID_LARGE_BATCH = ["--num-envs", "64", "--num-steps", "64", "--update-epochs", "2", "--num-minibatches", "4",
+                        "--learning-rate", "2.95e-3", "--no-clip-vloss", "--max-grad-norm", "3.5", "--vf-coef", "1.3"]  # fmt: skip
+
+# (script, env, config name, seeds, total steps, extra flags)
+RUNS = [
+    ("ppo_discrete.py", "CartPole-v1", "default", [1, 2, 3], 500_000, []),
+    ("ppo_continuous.py", "HalfCheetah-v4", "default", [1, 2, 3], 1_000_000, []),
+    ("ppo_continuous.py", "Hopper-v4", "default", [1, 2, 3], 1_000_000, []),
+    ("ppo_continuous.py", "Walker2d-v4", "default", [1, 2, 3], 1_000_000, []),
+    ("ppo_continuous.py", "Humanoid-v4", "default", [1, 2], 1_000_000, []),
+    ("ppo_continuous.py", "Humanoid-v4", "large-batch", [1], 10_000_000, HUMANOID_LARGE_BATCH),
+]
+
+# published figures to compare with (mean +- std of the last-100-episode return over seeds)
+PUBLISHED = {
+    ("CartPole-v1", "default"): "490.0 ± 6.1 (CleanRL, 3 seeds)",
+    ("HalfCheetah-v4", "default"): "1442.6 ± 46.0 (CleanRL, 3 seeds)",
+    ("Hopper-v4", "default"): "2382.9 ± 271.7 (CleanRL, 3 seeds)",
+    ("Walker2d-v4", "default"): "2288.0 ± 571.8 (CleanRL, 3 seeds)",
+    ("Humanoid-v4", "default"): "716.1 ± 49.1 (CleanRL, 3 seeds)",
+    ("Humanoid-v4", "large-batch"): "~5,400 (Sample Factory, same setting)",
+}
+PUBLISHED_MEAN = {
+    ("CartPole-v1", "default"): 490.04, ("HalfCheetah-v4", "default"): 1442.64, ("Hopper-v4", "default"): 2382.86,
+    ("Walker2d-v4", "default"): 2287.95, ("Humanoid-v4", "default"): 716.11, ("Humanoid-v4", "large-batch"): 5400.0,
+}  # fmt: skip
+
+
+def run_glob(env_id: str, config: str, seed: int) -> str:
+    return str(REPO / "runs" / f"{env_id.replace('/', '-').replace(':', '-')}__results-{config}__{seed}__*")
+
+
+def finished_run(env_id: str, config: str, seed: int) -> str | None:
+    """The newest run directory of this (env, config, seed) whose checkpoint is at its last iteration."""
+    import torch
+
+    for run_dir in sorted(glob.glob(run_glob(env_id, config, seed)), reverse=True):
+        path = os.path.join(run_dir, "checkpoint.pt")
+        if os.path.exists(path):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            if checkpoint["iteration"] == checkpoint["args"]["num_iterations"]:
+                return run_dir
+    return None
+
+
+def train_missing(only: set[str] | None, jobs: int):
+    """Train every run without a finished run directory, `jobs` at a time."""
+    claims = REPO / "runs" / ".claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    todo = [
+        (script, env_id, config, seed, steps, flags)
+        for script, env_id, config, seeds, steps, flags in RUNS
+        for seed in seeds
+        if (only is None or env_id in only)
+    ]
+    running = []  # (process, claim file, log file, description)
+
+    def reap():
+        for item in list(running):
+            process, claim, log, description = item
+            if process.poll() is not None:
+                running.remove(item)
+                claim.unlink(missing_ok=True)
+                status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {log})"
+                print(f"{time.strftime('%H:%M:%S')} {description}: {status}", flush=True)
+
+    for script, env_id, config, seed, steps, flags in todo:
+        description = f"{env_id} {config} seed {seed}"
+        if finished_run(env_id, config, seed):
+            continue
+        claim = claims / f"{env_id.replace('/', '-')}__{config}__{seed}"
+        try:
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            print(f"{description}: claimed by another invocation ({claim}), skipped", flush=True)
+            continue
+        while len(running) >= jobs:
+            time.sleep(1)
+            reap()
+        log = REPO / "runs" / f".results-{claim.name}.log"
+        command = [sys.executable, script, "--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
+                   "--exp-name", f"results-{config}", "--save-model", "--eval-every", "1000000000",
+                   "--eval-episodes", "10", *flags]  # fmt: skip
+        print(f"{time.strftime('%H:%M:%S')} {description}: training ({' '.join(command[1:])})", flush=True)
+        with open(log, "w") as log_file:
+            process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+        running.append((process, claim, log, description))
+    while running:
+        time.sleep(1)
+        reap()
+
+
+def read_run(run_dir: str) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    accumulator.Reload()
+    episodes = accumulator.Scalars("charts/episodic_return")
+    sps = accumulator.Scalars("charts/SPS")
+    tags = accumulator.Tags()["scalars"]
+    return {
+        "run": os.path.basename(run_dir),
+        "global_step": sps[-1].step,
+        "episodes": len(episodes),
+        "return_last100": float(np.mean([e.value for e in episodes[-100:]])),
+        "eval_return": accumulator.Scalars("eval/episodic_return")[-1].value if "eval/episodic_return" in tags else None,
+        "steps_per_s": sps[-1].value,
+        "wall_s": sps[-1].wall_time - sps[0].wall_time,
+        "curve": [(e.step, e.value) for e in episodes],
+    }
+
+
+def smoothed_curve(episodes: list, grid: np.ndarray) -> np.ndarray:
+    """At each grid step, the mean return of the last 100 episodes ended by then (the final figure's rule)."""
+    steps = np.array([step for step, _ in episodes])
+    returns = np.array([value for _, value in episodes])
+    out = np.full(len(grid), np.nan)
+    for i, point in enumerate(grid):
+        ended = np.searchsorted(steps, point, side="right")
+        if ended > 0:
+            out[i] = returns[max(0, ended - 100) : ended].mean()
+    return out
+
+
+def collect() -> dict:
+    results = []
+    for script, env_id, config, seeds, steps, flags in RUNS:
+        runs = [read_run(d) for d in (finished_run(env_id, config, seed) for seed in seeds) if d]
+        if not runs:
+            continue
+        finals = [r["return_last100"] for r in runs]
+        evals = [r["eval_return"] for r in runs if r["eval_return"] is not None]
+        results.append({
+            "script": script, "env_id": env_id, "config": config, "total_timesteps": steps, "flags": flags,
+            "seeds": [int(r["run"].split("__")[2]) for r in runs],
+            "return_mean": float(np.mean(finals)), "return_std": float(np.std(finals)),
+            "eval_mean": float(np.mean(evals)) if evals else None, "eval_std": float(np.std(evals)) if evals else None,
+            "published": PUBLISHED.get((env_id, config)),
+            "runs": runs,
+        })  # fmt: skip
+    return {"machine": machine(), "results": results}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+def write(summary: dict):
+    OUT.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"Machine: {summary['machine']}; one training per core, `--torch-threads 1`, CPU only.",
+        "",
+        "| env | config | steps | seeds | return (last 100 episodes) | deterministic eval | published | wall time per run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["results"]:
+        eval_text = f"{r['eval_mean']:.1f} ± {r['eval_std']:.1f}" if r["eval_mean"] is not None else "–"
+        wall = np.mean([run["wall_s"] for run in r["runs"]]) / 60
+        lines.append(
+            f"| {r['env_id']} | {r['config']} | {r['total_timesteps'] / 1e6:g}M | {len(r['seeds'])} "
+            f"| **{r['return_mean']:.1f} ± {r['return_std']:.1f}** | {eval_text} | {r['published']} | {wall:.0f} min |"
+        )
+    (OUT / "results.md").write_text("\n".join(lines) + "\n")
+    compact = {**summary, "results": [
+        {**r, "runs": [{k: v for k, v in run.items() if k != "curve"} for run in r["runs"]]} for r in summary["results"]
+    ]}  # fmt: skip
+    (OUT / "results.json").write_text(json.dumps(compact, indent=1) + "\n")
+    print("\n".join(lines))
+    plot(summary)
+
+
+def plot(summary: dict):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no curves (pip install -r benchmarks/requirements.txt)")
+        return
+    for env_id in dict.fromkeys(r["env_id"] for r in summary["results"]):
+        rows = [r for r in summary["results"] if r["env_id"] == env_id]
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for r in rows:
+            grid = np.linspace(0, r["total_timesteps"], 101)[1:]
+            curves = np.array([smoothed_curve(run["curve"], grid) for run in r["runs"]])
+            mean = np.nanmean(curves, 0)
+            (line,) = axes.plot(grid, mean, label=f"{r['config']} ({len(r['runs'])} seeds)")
+            if len(r["runs"]) > 1:
+                axes.fill_between(grid, np.nanmin(curves, 0), np.nanmax(curves, 0), color=line.get_color(), alpha=0.2)
+            published = PUBLISHED_MEAN.get((env_id, r["config"]))
+            if published is not None:
+                axes.axhline(published, color=line.get_color(), linestyle="--", linewidth=1,
+                             label=f"published, {r['config']}: {published:g}")  # fmt: skip
+        axes.set_title(f"{env_id}: return of the last 100 training episodes (mean, min-max over seeds)", fontsize=8)
+        axes.set_xlabel("environment steps")
+        axes.set_ylabel("episodic return")
+        axes.legend(fontsize=7)
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(OUT / f"{env_id.replace('/', '-')}.png", dpi=100)
+        plt.close(figure)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", help="env ids to train (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at a time (at most one per core)")
+    parser.add_argument("--collect", action="store_true", help="train nothing, only write the results")
+    options = parser.parse_args()
+    if not options.collect:
+        train_missing(set(options.only) if options.only else None, options.jobs)
+    write(collect())
