@@ -3,6 +3,7 @@
 # "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
 import ast
 import importlib
+import multiprocessing
 import os
 import pickle
 import random
@@ -40,6 +41,8 @@ class Args:
     """CPU threads for torch; one is fastest for small MLPs"""
     compile: bool = False
     """torch.compile the rollout policy and the minibatch loss (with its backward); compiling takes seconds at the start"""
+    async_envs: bool = False
+    """step the envs in subprocesses (gymnasium's AsyncVectorEnv), one per env: pays when steps are slow and cores spare"""
     capture_video: bool = False
     """whether to capture videos of the agent (sub-env 0) to the `videos/{run_name}` folder"""
     backend: str | None = None
@@ -238,6 +241,8 @@ def check_spaces(env, env_id: str):
 
 def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None):
     def thunk():
+        if multiprocessing.parent_process() is not None:  # an --async-envs worker: Ctrl-C is for the trainer
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # to handle (finish the iteration, save), not to kill us
         film = video_folder is not None and idx == 0  # film sub-env 0 alone: the vector RecordVideo renders all
         env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
         if idx == 0:
@@ -257,7 +262,8 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
     check_env_id(args.env_id)
     env_kwargs = parse_env_kwargs(args.env_kwargs)
     try:
-        envs = gym.vector.SyncVectorEnv(
+        vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
+        envs = vector_env(
             [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger) for i in range(num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         )
@@ -704,7 +710,7 @@ class ProgressReporter:
 
 
 # flags that belong to one invocation, not to the run: --resume takes these from the command line
-RUNTIME_FLAGS = ("cuda", "torch_threads", "capture_video", "resume")
+RUNTIME_FLAGS = ("cuda", "torch_threads", "async_envs", "capture_video", "resume")
 
 
 def train(args: Args) -> dict:
@@ -871,7 +877,7 @@ def train(args: Args) -> dict:
                 # ignored, its reward is 0), so it is no experience and stays out of the loss
                 valid[step] = 1.0 - next_done
 
-                with torch.no_grad():
+                with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
                     action, logprob, _, value = policy(next_obs)
                     values[step] = value.flatten()
                 actions[step] = action  # detail 5: store the unclipped sample

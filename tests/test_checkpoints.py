@@ -139,19 +139,26 @@ def test_resume_restores_weights_optimizer_and_normalization(module, trained, tm
             torch.testing.assert_close(optimizer["state"][index][name], tensor, rtol=0, atol=0)
 
 
-def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path):
+@pytest.mark.parametrize("async_envs", [False, True], ids=["sync-envs", "async-envs"])
+def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, async_envs):
+    """With --async-envs the signal goes to the whole process group, env workers included, as a
+    terminal's Ctrl-C does: the workers must leave it to the trainer."""
     script = f"{module.__name__}.py"
     env_id = SETUPS[module.__name__][0]
     flags = ["--env-id", env_id, "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
-             "--update-epochs", "2", "--total-timesteps", str(64 * 150), "--checkpoint-every", "1", "--no-cuda"]
+             "--update-epochs", "2", "--total-timesteps", str(64 * 150), "--checkpoint-every", "1", "--no-cuda",
+             *(["--async-envs"] if async_envs else [])]
     process = subprocess.Popen(
         [sys.executable, str(REPO / script), *flags], cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True,
     )  # fmt: skip
     deadline = time.time() + 120
     while not list((tmp_path / "runs").glob("*/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    if async_envs:
+        os.killpg(process.pid, signal.SIGINT)  # the process group: trainer and env workers
+    else:
+        process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr

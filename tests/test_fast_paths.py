@@ -32,3 +32,19 @@ def test_compile_gives_the_same_losses_as_the_plain_path(module_name, tmp_path, 
                                    err_msg=tag)  # fmt: skip
     returns = [[v for _, v in run["charts/episodic_return"]] for run in (plain, compiled)]
     np.testing.assert_allclose(returns[1], returns[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("module_name", list(SETUPS))
+def test_async_envs_give_the_same_losses_as_sync_envs(module_name, tmp_path, monkeypatch):
+    """Stepping the envs in subprocesses changes where they run, not what they return: equal losses."""
+    import gymnasium as gym
+
+    module = importlib.import_module(module_name)
+    envs = module.make_envs(module.Args(env_id=SETUPS[module_name], num_envs=2, async_envs=True))
+    assert isinstance(envs.unwrapped, gym.vector.AsyncVectorEnv)  # the flag really moves the envs out
+    envs.close()
+    sync = logged(module, tmp_path / "sync", monkeypatch)
+    subprocesses = logged(module, tmp_path / "async", monkeypatch, async_envs=True)
+    for tag in [*LOSSES, "charts/episodic_return"]:
+        assert len(sync[tag]) > 0
+        assert subprocesses[tag] == sync[tag], tag
