@@ -83,11 +83,13 @@ def train_missing(only: set[str] | None, jobs: int):
     """Train every run without a finished run directory, `jobs` at a time."""
     claims = REPO / "runs" / ".claims"
     claims.mkdir(parents=True, exist_ok=True)
+    # breadth first: every row gets its first seed before any row gets its second, so that a
+    # stopped invocation leaves results for every row
     todo = [
-        (script, env_id, config, seed, steps, flags)
+        (script, env_id, config, seeds[rank], steps, flags)
+        for rank in range(max(len(row[3]) for row in RUNS))
         for script, env_id, config, seeds, steps, flags in RUNS
-        for seed in seeds
-        if (only is None or env_id in only)
+        if rank < len(seeds) and (only is None or env_id in only)
     ]
     running = []  # (process, claim file, log file, description)
 
