@@ -102,7 +102,7 @@ class Args:
     checkpoint_every: int = 0
     """also update runs/{run_name}/checkpoint.pt every N iterations (0: off)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --torch-threads, --capture-video)"""
+    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --torch-threads, --async-envs, --capture-video)"""
     init_from: str | None = None
     """start a new run from this checkpoint's weights and normalization statistics (fine-tuning)"""
     eval_every: int = 0
