@@ -166,6 +166,8 @@ def collect() -> dict:
         runs = [read_run(d) for d in (finished_run(env_id, config, seed) for seed in seeds) if d]
         if not runs:
             continue
+        grid = np.linspace(0, steps, 101)[1:]
+        curves = [smoothed_curve(r["curve"], grid) for r in runs]
         finals = [r["return_last100"] for r in runs]
         evals = [r["eval_return"] for r in runs if r["eval_return"] is not None]
         results.append({
@@ -174,6 +176,8 @@ def collect() -> dict:
             "return_mean": float(np.mean(finals)), "return_std": float(np.std(finals)),
             "eval_mean": float(np.mean(evals)) if evals else None, "eval_std": float(np.std(evals)) if evals else None,
             "published": PUBLISHED.get((env_id, config)),
+            "curve": {"steps": grid.astype(int).tolist(),  # the plotted curves: last-100-episode return, per seed
+                      "returns": [[None if np.isnan(v) else round(float(v), 1) for v in c] for c in curves]},
             "runs": runs,
         })  # fmt: skip
     return {"machine": machine(), "results": results}
@@ -226,8 +230,8 @@ def plot(summary: dict):
         rows = [r for r in summary["results"] if r["env_id"] == env_id]
         figure, axes = plt.subplots(figsize=(6, 4))
         for r in rows:
-            grid = np.linspace(0, r["total_timesteps"], 101)[1:]
-            curves = np.array([smoothed_curve(run["curve"], grid) for run in r["runs"]])
+            grid = np.array(r["curve"]["steps"])
+            curves = np.array([[np.nan if v is None else v for v in c] for c in r["curve"]["returns"]])
             mean = np.nanmean(curves, 0)
             (line,) = axes.plot(grid, mean, label=f"{r['config']} ({len(r['runs'])} seeds)")
             if len(r["runs"]) > 1:
@@ -235,7 +239,7 @@ def plot(summary: dict):
             published = PUBLISHED_MEAN.get((env_id, r["config"]))
             if published is not None:
                 axes.axhline(published, color=line.get_color(), linestyle="--", linewidth=1,
-                             label=f"published, {r['config']}: {published:g}")  # fmt: skip
+                             label=PUBLISHED[(env_id, r["config"])])  # fmt: skip
         axes.set_title(f"{env_id}: return of the last 100 training episodes (mean, min-max over seeds)", fontsize=8)
         axes.set_xlabel("environment steps")
         axes.set_ylabel("episodic return")
