@@ -2,8 +2,8 @@
 # copy it to start your own research. Docs: README.md; the details follow Huang et al.,
 # "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
 import ast
+import dataclasses
 import importlib
-import multiprocessing
 import os
 import pickle
 import random
@@ -139,6 +139,8 @@ def validate_args(args: Args) -> Args:
             fail(f"--{name.replace('_', '-')} must be 0 (off) or more, got {getattr(args, name)}")
     if args.resume and args.init_from:
         fail("--resume continues a run and --init-from starts a new one; pass only one of them")
+    if args.async_envs and args.capture_video:  # a worker process cannot film (no frames are written)
+        fail("--capture-video films sub-env 0 in this process, which --async-envs moves out; drop one of the two")
     # a model file given relative to here is stored absolute, so resuming or evaluating elsewhere finds it
     args.env_kwargs = tuple(
         f"xml_file={os.path.abspath(pair[len('xml_file='):])}"
@@ -239,10 +241,11 @@ def check_spaces(env, env_id: str):
         fail(f"{env_id} has actions that start at {action_space.start}, not 0; wrap the env to shift them to 0")
 
 
-def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None):
+def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None,
+             trainer_pid: int | None = None):
     def thunk():
-        if multiprocessing.parent_process() is not None:  # an --async-envs worker: Ctrl-C is for the trainer
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # to handle (finish the iteration, save), not to kill us
+        if trainer_pid is not None and os.getpid() != trainer_pid:  # an --async-envs worker: Ctrl-C is for the
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # trainer to handle (finish the iteration, save)
         film = video_folder is not None and idx == 0  # film sub-env 0 alone: the vector RecordVideo renders all
         env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
         if idx == 0:
@@ -263,8 +266,9 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
     env_kwargs = parse_env_kwargs(args.env_kwargs)
     try:
         vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
+        trainer_pid = os.getpid() if args.async_envs else None
         envs = vector_env(
-            [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger) for i in range(num_envs)],
+            [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger, trainer_pid) for i in range(num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         )
     except (TypeError, ValueError, OSError) as error:
@@ -594,6 +598,7 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     checkpoint = load_checkpoint(args.eval_checkpoint)
     saved_args = args_from_checkpoint(checkpoint)
+    saved_args.async_envs = args.async_envs  # how to step the envs is this invocation's choice
     video_folder = None
     if args.capture_video:
         check_video_support(saved_args)
@@ -798,7 +803,9 @@ def train(args: Args) -> dict:
             dist.broadcast(tensor, src=0)  # identical starting weights on every rank, not just "same seed"
         torch.manual_seed(args.seed + rank + global_step)  # but each rank samples its own actions
     normalization_synced = get_normalization(envs)  # identical on all ranks here (defaults or loaded)
-    eval_envs = make_envs(args, args.eval_episodes) if args.eval_every > 0 and master_process else None
+    eval_envs = None  # in-process even with --async-envs: 10 mostly idle workers would only cost memory
+    if args.eval_every > 0 and master_process:
+        eval_envs = make_envs(dataclasses.replace(args, async_envs=False), args.eval_episodes)
 
     # a resumed run goes on in the checkpoint's own run directory, wherever it is started from
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if resumed is not None else f"runs/{run_name}"
@@ -998,6 +1005,8 @@ def train(args: Args) -> dict:
                 stop_requested.append("agreed")
                 break
 
+        if writer is not None:
+            writer.flush()  # every event of the run is on disk before its final checkpoint appears
         # the last completed iteration is saved, also when stopped early
         if master_process and checkpoints_on and iteration >= start_iteration:
             save_checkpoint(checkpoint_path, agent, optimizer, envs, args, run_name, global_step, iteration,
@@ -1009,11 +1018,11 @@ def train(args: Args) -> dict:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
         progress.close()
+        if writer is not None:
+            writer.close()  # flushes the TensorBoard events, first: closing envs can fail (a dead --async-envs worker)
         envs.close()
         if eval_envs is not None:
             eval_envs.close()
-        if writer is not None:
-            writer.close()  # flushes the TensorBoard events
         if ddp:
             dist.destroy_process_group()
 
