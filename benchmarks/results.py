@@ -7,25 +7,30 @@
     python benchmarks/results.py --collect            # train nothing: write the results from the runs there are
 
 Runs go to `runs/` like any other training, named `{env}__results-{config}__{seed}__{time}`, and
-each keeps a checkpoint (`--save-model`). A run whose checkpoint says it finished is not trained
-again, so the command can be stopped and started again, and a second invocation started beside a
-first one takes only runs nobody has started (each run is claimed with a file in `runs/.claims/`).
+each keeps a checkpoint (`--save-model`). A run whose checkpoint says it finished the same
+training (same flags, see NOT_TRAINING) is not trained again; one stopped with a checkpoint
+(Ctrl-C, or the checkpoint every 25 iterations after a crash) resumes from it. So the command can
+be stopped and started again, and a second invocation started beside a first one takes only runs
+nobody is training (each is claimed by a file in `runs/.claims/` holding its trainer's pid).
 
 Outputs, in `benchmarks/results/`: `results.json` (every run's figures), `results.md` (the table),
 and one `{env}.png` per env (mean and spread across seeds of the training return).
 
 Final return is computed as CleanRL does: the mean return of the last 100 training episodes (raw env
 reward, before any normalization), then mean +- std over seeds. The eval column is the deterministic
-(mean-action) return of 10 episodes with frozen normalization statistics, after the last iteration.
+return of 10 episodes (mean action; the most likely action for discrete actions) with frozen
+normalization statistics, after the last iteration.
 """
 
 import argparse
 import glob
+import importlib
 import json
 import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,25 +67,85 @@ PUBLISHED_MEAN = {
 }  # fmt: skip
 
 
-def run_glob(env_id: str, config: str, seed: int) -> str:
-    return str(REPO / "runs" / f"{env_id.replace('/', '-').replace(':', '-')}__results-{config}__{seed}__*")
+# Args fields that do not change what is learned: a finished run counts whatever they were
+NOT_TRAINING = {"exp_name", "cuda", "torch_threads", "async_envs", "capture_video", "backend", "save_model",
+                "checkpoint_every", "resume", "init_from", "eval_every", "eval_episodes", "eval_stochastic",
+                "eval_checkpoint"}  # fmt: skip
 
 
-def finished_run(env_id: str, config: str, seed: int) -> str | None:
-    """The newest run directory of this (env, config, seed) whose checkpoint is at its last iteration."""
+def training_flags(script: str, env_id: str, seed: int, steps: int, flags: list[str]) -> list[str]:
+    return ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps), *flags]
+
+
+def expected_args(script: str, env_id: str, seed: int, steps: int, flags: list[str]) -> dict:
+    """What the script's Args hold for this run, as its checkpoint saves them."""
+    import tyro
+
+    sys.path.insert(0, str(REPO))
+    module = importlib.import_module(script[: -len(".py")])
+    args = module.validate_args(tyro.cli(module.Args, args=training_flags(script, env_id, seed, steps, flags)))
+    return {key: value for key, value in vars(args).items() if key not in NOT_TRAINING}
+
+
+def same_training(saved: dict, expected: dict) -> bool:
+    plain = lambda value: list(value) if isinstance(value, (list, tuple)) else value  # noqa: E731
+    return all(plain(saved.get(key)) == plain(value) for key, value in expected.items())
+
+
+def run_state(script: str, env_id: str, config: str, seed: int, steps: int, flags: list[str]):
+    """("finished", run dir, checkpoint) for the newest run of exactly this training that completed;
+    else ("stopped", run dir, checkpoint) for the newest one stopped with a checkpoint; else None."""
     import torch
 
-    for run_dir in sorted(glob.glob(run_glob(env_id, config, seed)), reverse=True):
+    expected = expected_args(script, env_id, seed, steps, flags)
+    stopped = None
+    pattern = f"{env_id.replace('/', '-').replace(':', '-')}__results-{config}__{seed}__*"
+    for run_dir in sorted(glob.glob(str(REPO / "runs" / pattern)), reverse=True):
         path = os.path.join(run_dir, "checkpoint.pt")
-        if os.path.exists(path):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            if checkpoint["iteration"] == checkpoint["args"]["num_iterations"]:
-                return run_dir
-    return None
+        if not os.path.exists(path):
+            continue
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if not same_training(checkpoint["args"], expected):
+            continue
+        if checkpoint["iteration"] == checkpoint["args"]["num_iterations"]:
+            return "finished", run_dir, checkpoint
+        stopped = stopped or ("stopped", run_dir, checkpoint)
+    return stopped
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def take_claim(claim: Path) -> bool:
+    """Claim a run for this invocation: a file holding the pid of whoever trains it. A claim whose
+    process is gone (an invocation or training killed) is stale and taken over."""
+    for _ in range(2):
+        try:
+            descriptor = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(claim.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and pid_alive(owner):
+                return False
+            claim.unlink(missing_ok=True)  # stale
+            continue
+        os.write(descriptor, str(os.getpid()).encode())
+        os.close(descriptor)
+        return True
+    return False
 
 
 def train_missing(only: set[str] | None, jobs: int):
-    """Train every run without a finished run directory, `jobs` at a time."""
+    """Train every run that has not finished, `jobs` at a time; a stopped run with a checkpoint resumes."""
     claims = REPO / "runs" / ".claims"
     claims.mkdir(parents=True, exist_ok=True)
     # breadth first: every row gets its first seed before any row gets its second, so that a
@@ -99,33 +164,45 @@ def train_missing(only: set[str] | None, jobs: int):
             if process.poll() is not None:
                 running.remove(item)
                 claim.unlink(missing_ok=True)
-                status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {log})"
+                status = "done" if process.returncode == 0 else f"STOPPED (exit {process.returncode}, see {log})"
                 print(f"{time.strftime('%H:%M:%S')} {description}: {status}", flush=True)
 
-    for script, env_id, config, seed, steps, flags in todo:
-        description = f"{env_id} {config} seed {seed}"
-        if finished_run(env_id, config, seed):
-            continue
-        claim = claims / f"{env_id.replace('/', '-')}__{config}__{seed}"
-        try:
-            os.close(os.open(claim, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            print(f"{description}: claimed by another invocation ({claim}), skipped", flush=True)
-            continue
-        while len(running) >= jobs:
+    try:
+        for script, env_id, config, seed, steps, flags in todo:
+            description = f"{env_id} {config} seed {seed}"
+            state = run_state(script, env_id, config, seed, steps, flags)
+            if state and state[0] == "finished":
+                continue
+            while len(running) >= jobs:  # claim only when a slot is free, so others can take what waits here
+                time.sleep(1)
+                reap()
+            claim = claims / f"{env_id.replace('/', '-').replace(':', '-')}__{config}__{seed}"
+            if not take_claim(claim):
+                print(f"{description}: being trained by another invocation ({claim}), skipped", flush=True)
+                continue
+            state = run_state(script, env_id, config, seed, steps, flags)  # it may have finished meanwhile
+            if state and state[0] == "finished":
+                claim.unlink(missing_ok=True)
+                continue
+            if state:  # stopped with a checkpoint: go on from it, in its run directory
+                command = [sys.executable, script, "--resume", os.path.join(state[1], "checkpoint.pt")]
+            else:
+                command = [sys.executable, script, *training_flags(script, env_id, seed, steps, flags),
+                           "--exp-name", f"results-{config}", "--save-model", "--checkpoint-every", "25",
+                           "--eval-every", "1000000000", "--eval-episodes", "10"]  # fmt: skip
+            log = REPO / "runs" / f".results-{claim.name}.log"
+            print(f"{time.strftime('%H:%M:%S')} {description}: {' '.join(command[1:])}", flush=True)
+            with open(log, "a") as log_file:
+                process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+            claim.write_text(str(process.pid))  # the training owns the claim, also if this invocation dies
+            running.append((process, claim, log, description))
+        while running:
             time.sleep(1)
             reap()
-        log = REPO / "runs" / f".results-{claim.name}.log"
-        command = [sys.executable, script, "--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps),
-                   "--exp-name", f"results-{config}", "--save-model", "--eval-every", "1000000000",
-                   "--eval-episodes", "10", *flags]  # fmt: skip
-        print(f"{time.strftime('%H:%M:%S')} {description}: training ({' '.join(command[1:])})", flush=True)
-        with open(log, "w") as log_file:
-            process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
-        running.append((process, claim, log, description))
-    while running:
-        time.sleep(1)
-        reap()
+    finally:  # Ctrl-C: the trainings got it too; they finish their iteration and save a checkpoint
+        for process, claim, _, _ in running:
+            process.wait()
+            claim.unlink(missing_ok=True)
 
 
 def read_run(run_dir: str) -> dict:
@@ -163,7 +240,9 @@ def smoothed_curve(episodes: list, grid: np.ndarray) -> np.ndarray:
 def collect() -> dict:
     results = []
     for script, env_id, config, seeds, steps, flags in RUNS:
-        runs = [read_run(d) for d in (finished_run(env_id, config, seed) for seed in seeds) if d]
+        states = [run_state(script, env_id, config, seed, steps, flags) for seed in seeds]
+        finished = [state for state in states if state and state[0] == "finished"]
+        runs = [{**read_run(run_dir), "seed": checkpoint["args"]["seed"]} for _, run_dir, checkpoint in finished]
         if not runs:
             continue
         grid = np.linspace(0, steps, 101)[1:]
@@ -172,7 +251,7 @@ def collect() -> dict:
         evals = [r["eval_return"] for r in runs if r["eval_return"] is not None]
         results.append({
             "script": script, "env_id": env_id, "config": config, "total_timesteps": steps, "flags": flags,
-            "seeds": [int(r["run"].split("__")[2]) for r in runs],
+            "seeds": [r["seed"] for r in runs], "eval_seeds": len(evals),
             "return_mean": float(np.mean(finals)), "return_std": float(np.std(finals)),
             "eval_mean": float(np.mean(evals)) if evals else None, "eval_std": float(np.std(evals)) if evals else None,
             "published": PUBLISHED.get((env_id, config)),
@@ -196,17 +275,24 @@ def machine() -> str:
 def write(summary: dict):
     OUT.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"Machine: {summary['machine']}; one training per core, `--torch-threads 1`, CPU only.",
+        f"Machine: {summary['machine']}.",
         "",
         "| env | config | steps | seeds | return (last 100 episodes) | deterministic eval | published | wall time per run |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["results"]:
-        eval_text = f"{r['eval_mean']:.1f} ± {r['eval_std']:.1f}" if r["eval_mean"] is not None else "–"
+        def spread(mean, std, count):  # one seed has no spread to show
+            return f"{mean:.1f} ± {std:.1f}" if count > 1 else f"{mean:.1f}"
+
+        eval_text = spread(r["eval_mean"], r["eval_std"], r["eval_seeds"]) if r["eval_seeds"] else "–"
+        if 0 < r["eval_seeds"] < len(r["seeds"]):
+            eval_text += f" ({r['eval_seeds']} seeds)"
         wall = np.mean([run["wall_s"] for run in r["runs"]]) / 60
+        seeds = ", ".join(str(seed) for seed in r["seeds"])
         lines.append(
-            f"| {r['env_id']} | {r['config']} | {r['total_timesteps'] / 1e6:g}M | {len(r['seeds'])} "
-            f"| **{r['return_mean']:.1f} ± {r['return_std']:.1f}** | {eval_text} | {r['published']} | {wall:.0f} min |"
+            f"| {r['env_id']} | {r['config']} | {r['total_timesteps'] / 1e6:g}M | {seeds} "
+            f"| **{spread(r['return_mean'], r['return_std'], len(r['seeds']))}** | {eval_text} | {r['published']} "
+            f"| {wall:.0f} min |"
         )
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
     compact = {**summary, "results": [
@@ -232,10 +318,12 @@ def plot(summary: dict):
         for r in rows:
             grid = np.array(r["curve"]["steps"])
             curves = np.array([[np.nan if v is None else v for v in c] for c in r["curve"]["returns"]])
-            mean = np.nanmean(curves, 0)
+            with warnings.catch_warnings():  # grid points before any seed's first episode are NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, low, high = np.nanmean(curves, 0), np.nanmin(curves, 0), np.nanmax(curves, 0)
             (line,) = axes.plot(grid, mean, label=f"{r['config']} ({len(r['runs'])} seeds)")
             if len(r["runs"]) > 1:
-                axes.fill_between(grid, np.nanmin(curves, 0), np.nanmax(curves, 0), color=line.get_color(), alpha=0.2)
+                axes.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
             published = PUBLISHED_MEAN.get((env_id, r["config"]))
             if published is not None:
                 axes.axhline(published, color=line.get_color(), linestyle="--", linewidth=1,
@@ -256,6 +344,8 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=1, help="trainings at a time (at most one per core)")
     parser.add_argument("--collect", action="store_true", help="train nothing, only write the results")
     options = parser.parse_args()
+    if options.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {options.jobs}")
     if not options.collect:
         train_missing(set(options.only) if options.only else None, options.jobs)
     write(collect())
