@@ -321,7 +321,8 @@ def plot(summary: dict):
             with warnings.catch_warnings():  # grid points before any seed's first episode are NaN
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, low, high = np.nanmean(curves, 0), np.nanmin(curves, 0), np.nanmax(curves, 0)
-            (line,) = axes.plot(grid, mean, label=f"{r['config']} ({len(r['runs'])} seeds)")
+            seeds = f"{len(r['runs'])} seed" + ("s" if len(r["runs"]) > 1 else "")
+            (line,) = axes.plot(grid, mean, label=f"{r['config']} ({seeds})")
             if len(r["runs"]) > 1:
                 axes.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
             published = PUBLISHED_MEAN.get((env_id, r["config"]))

@@ -31,6 +31,8 @@ CONFIGS = {  # name: (module, env flags, iterations to time)
     "cartpole": ("ppo_discrete", ["--env-id", "CartPole-v1"], 60),
     "halfcheetah": ("ppo_continuous", ["--env-id", "HalfCheetah-v4"], 8),
     "humanoid": ("ppo_continuous", ["--env-id", "Humanoid-v4", *HUMANOID_LARGE_BATCH], 5),
+    # two envs, one per core: where --async-envs can pay on a 2-core machine
+    "humanoid-2envs": ("ppo_continuous", ["--env-id", "Humanoid-v4", "--num-envs", "2", "--num-steps", "1024"], 4),
 }
 
 
