@@ -73,7 +73,7 @@ NOT_TRAINING = {"exp_name", "cuda", "torch_threads", "async_envs", "capture_vide
                 "eval_checkpoint"}  # fmt: skip
 
 
-def training_flags(script: str, env_id: str, seed: int, steps: int, flags: list[str]) -> list[str]:
+def training_flags(env_id: str, seed: int, steps: int, flags: list[str]) -> list[str]:
     return ["--env-id", env_id, "--seed", str(seed), "--total-timesteps", str(steps), *flags]
 
 
@@ -83,7 +83,7 @@ def expected_args(script: str, env_id: str, seed: int, steps: int, flags: list[s
 
     sys.path.insert(0, str(REPO))
     module = importlib.import_module(script[: -len(".py")])
-    args = module.validate_args(tyro.cli(module.Args, args=training_flags(script, env_id, seed, steps, flags)))
+    args = module.validate_args(tyro.cli(module.Args, args=training_flags(env_id, seed, steps, flags)))
     return {key: value for key, value in vars(args).items() if key not in NOT_TRAINING}
 
 
@@ -187,7 +187,7 @@ def train_missing(only: set[str] | None, jobs: int):
             if state:  # stopped with a checkpoint: go on from it, in its run directory
                 command = [sys.executable, script, "--resume", os.path.join(state[1], "checkpoint.pt")]
             else:
-                command = [sys.executable, script, *training_flags(script, env_id, seed, steps, flags),
+                command = [sys.executable, script, *training_flags(env_id, seed, steps, flags),
                            "--exp-name", f"results-{config}", "--save-model", "--checkpoint-every", "25",
                            "--eval-every", "1000000000", "--eval-episodes", "10"]  # fmt: skip
             log = REPO / "runs" / f".results-{claim.name}.log"
