@@ -356,6 +356,18 @@ class Agent(nn.Module):
         entropy = sum(dimension.entropy() for dimension in probs)
         return action, logprob, entropy, self.critic(x)
 
+    def sample_action_and_value(self, x):
+        """The rollout's call: what get_action_and_value(x) returns, bar the entropy, with the same
+        numbers from the same random draws, but written out: no distribution objects, ~45% cheaper
+        per step. A test checks that the two agree; change both if you change the policy."""
+        actions, logprob = [], 0
+        for logits in torch.split(self.actor(x), self.nvec, dim=-1):
+            log_probs = logits - logits.logsumexp(-1, keepdim=True)  # what Categorical(logits=...) holds
+            action = torch.multinomial(log_probs.softmax(-1), 1, True)  # and what its sample() draws
+            actions.append(action)
+            logprob = logprob + log_probs.gather(-1, action).squeeze(-1)
+        return torch.cat(actions, dim=-1), logprob, self.critic(x)
+
     def act(self, x, deterministic: bool = True):
         """The action to evaluate with: the most likely one in each dimension, or a sample."""
         if not deterministic:
@@ -851,9 +863,10 @@ def train(args: Args) -> dict:
         _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, mb_actions)
         return ppo_loss(newlogprob, entropy, newvalue, mb_logprobs, mb_advantages, mb_returns, mb_values, mb_valid, args)
 
-    policy = agent.get_action_and_value
+    policy = agent.sample_action_and_value
     if args.compile:  # LeanRL-style fused kernels; the optimizer step stays eager, so the lr schedule needs no care
         policy, minibatch_loss = torch.compile(policy), torch.compile(minibatch_loss)
+        torch._inductor.config.fallback_random = True  # the plain path's random draws, from the same RNG
 
     # Ctrl-C (or SIGTERM, e.g. a cluster preempting the job) finishes the current iteration, then
     # saves and stops cleanly; a second Ctrl-C stops at once
@@ -886,7 +899,7 @@ def train(args: Args) -> dict:
                 valid[step] = 1.0 - next_done
 
                 with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
-                    action, logprob, _, value = policy(next_obs)
+                    action, logprob, value = policy(next_obs)
                     values[step] = value.flatten()
                 actions[step] = action
                 logprobs[step] = logprob

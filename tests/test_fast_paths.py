@@ -48,3 +48,28 @@ def test_async_envs_give_the_same_losses_as_sync_envs(module_name, tmp_path, mon
     for tag in [*LOSSES, "charts/episodic_return"]:
         assert len(sync[tag]) > 0
         assert subprocesses[tag] == sync[tag], tag
+
+
+@pytest.mark.parametrize("module_name, action_shape", [("ppo_continuous", 3), ("ppo_discrete", [4, 2, 3])])
+def test_rollout_sampler_draws_what_the_distributions_draw(module_name, action_shape):
+    """The rollout's written-out sampler and the loss's torch.distributions path are one policy:
+    from the same RNG state they give the same actions, log-probs and values, to the last bit."""
+    import torch
+
+    module = importlib.import_module(module_name)
+    torch.manual_seed(0)
+    agent = module.Agent(5, action_shape)
+    if module_name == "ppo_continuous":
+        agent.actor_logstd.data = torch.tensor([[-0.5, 0.0, 0.7]])  # distinct stds, so a mix-up shows
+    obs = torch.randn(16, 5)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        action, logprob, value = agent.sample_action_and_value(obs)
+        torch.manual_seed(1)
+        expected_action, expected_logprob, _, expected_value = agent.get_action_and_value(obs)
+        _, logprob_of_given_action, _, _ = agent.get_action_and_value(obs, action)
+    assert action.shape == expected_action.shape and len(action.unique()) > 2  # a batch of varied samples
+    assert torch.equal(action, expected_action)
+    assert torch.equal(logprob, expected_logprob)
+    assert torch.equal(logprob, logprob_of_given_action)  # what the loss will compute for the stored action
+    assert torch.equal(value, expected_value)
