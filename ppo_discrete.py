@@ -400,8 +400,9 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
     return advantages, advantages + values
 
 
-def masked_mean(x, mask):
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+def masked_mean(x, mask, count):
+    """Mean of x over the transitions where mask is 1; count is mask.sum().clamp(min=1.0), computed once."""
+    return (x * mask).sum() / count
 
 
 def ppo_loss(newlogprob, entropy, newvalue, logprobs, advantages, returns, values, mask, args: Args):
@@ -410,33 +411,35 @@ def ppo_loss(newlogprob, entropy, newvalue, logprobs, advantages, returns, value
     Returns the loss and a tensor of debug scalars: policy loss, value loss, entropy,
     old_approx_kl, approx_kl, clipfrac (detail 12).
     """
+    num_valid = mask.sum()
+    count = num_valid.clamp(min=1.0)
     logratio = newlogprob - logprobs
     ratio = logratio.exp()
     with torch.no_grad():
-        old_approx_kl = masked_mean(-logratio, mask)
-        approx_kl = masked_mean((ratio - 1) - logratio, mask)
-        clipfrac = masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask)
+        old_approx_kl = masked_mean(-logratio, mask, count)
+        approx_kl = masked_mean((ratio - 1) - logratio, mask, count)
+        clipfrac = masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask, count)
 
     if args.norm_adv:  # detail 7: per-minibatch advantage normalization, over real transitions only
-        adv_mean = masked_mean(advantages, mask)
-        adv_var = ((advantages - adv_mean) ** 2 * mask).sum() / (mask.sum() - 1).clamp(min=1.0)
+        adv_mean = masked_mean(advantages, mask, count)
+        adv_var = ((advantages - adv_mean) ** 2 * mask).sum() / (num_valid - 1).clamp(min=1.0)
         advantages = (advantages - adv_mean) / (adv_var.sqrt() + 1e-8)
 
     # detail 8: clipped surrogate objective
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
 
     newvalue = newvalue.view(-1)
     if args.clip_vloss:  # detail 9: clipped value loss
         v_loss_unclipped = (newvalue - returns) ** 2
         v_clipped = values + torch.clamp(newvalue - values, -args.clip_coef, args.clip_coef)
         v_loss_clipped = (v_clipped - returns) ** 2
-        v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask)
+        v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask, count)
     else:
-        v_loss = 0.5 * masked_mean((newvalue - returns) ** 2, mask)
+        v_loss = 0.5 * masked_mean((newvalue - returns) ** 2, mask, count)
 
-    entropy_loss = masked_mean(entropy, mask)
+    entropy_loss = masked_mean(entropy, mask, count)
     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef  # detail 10
     stats = torch.stack([pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac]).detach()
     return loss, stats
