@@ -388,12 +388,14 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
     num_steps = rewards.shape[0]
     episode_end = torch.maximum(terminations, truncations)
     no_bootstrap = terminations if bootstrap_truncated else episode_end
+    # the TD errors and the decay factors for every step at once; only the recursion below is sequential
+    next_values = torch.cat([values[1:], next_value.reshape(1, -1)])
+    deltas = rewards + gamma * next_values * (1.0 - no_bootstrap) - values
+    decays = gamma * gae_lambda * (1.0 - episode_end)
     advantages = torch.zeros_like(rewards)
     lastgaelam = torch.zeros_like(next_value)
     for t in reversed(range(num_steps)):
-        next_values = next_value if t == num_steps - 1 else values[t + 1]
-        delta = rewards[t] + gamma * next_values * (1.0 - no_bootstrap[t]) - values[t]
-        lastgaelam = (delta + gamma * gae_lambda * (1.0 - episode_end[t]) * lastgaelam) * valid[t]
+        lastgaelam = (deltas[t] + decays[t] * lastgaelam) * valid[t]
         advantages[t] = lastgaelam
     return advantages, advantages + values
 
