@@ -1,0 +1,198 @@
+"""Where a step's time goes at CleanRL's defaults (one HalfCheetah env, four CartPole envs).
+
+    python benchmarks/overhead.py
+
+Prints microseconds per call, each the median of 5 repeats, on one torch thread as the scripts use:
+1. The HalfCheetah vector env, one wrapper of `make_envs` added at a time (random actions).
+2. An env step alone and with the rollout's policy call between steps (shared caches).
+3. One policy call: torch.distributions (`get_action_and_value`) and the written-out rollout
+   sampler (`sample_action_and_value`), for both scripts.
+4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
+   (foreach, as the plain path; fused, as --compile) and gradient clipping.
+5. What a fully compiled update could cost: gradients by torch.func.grad, clipping and an Adam
+   step written out, all in one torch.compile graph. A measurement of headroom only: the scripts
+   keep autograd and torch.optim (see README, Speed).
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import ppo_continuous  # noqa: E402
+import ppo_discrete  # noqa: E402
+
+
+def microseconds(call, repeats: int = 5, calls: int = 500) -> float:
+    for _ in range(50):  # warm-up
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        times.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(times)
+
+
+def env_layers():
+    print("1. HalfCheetah-v4, 1 env: us per vector step, one wrapper added at a time")
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("HalfCheetah-v4")], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    layers = [
+        ("SyncVectorEnv", lambda e: e),
+        ("+ RecordEpisodeStatistics", gym.wrappers.vector.RecordEpisodeStatistics),
+        ("+ ClipAction", gym.wrappers.vector.ClipAction),
+        ("+ NormalizeObservation", gym.wrappers.vector.NormalizeObservation),
+        ("+ clip observations", lambda e: gym.wrappers.vector.TransformObservation(e, lambda o: np.clip(o, -10, 10), e.observation_space)),
+        ("+ NormalizeReward", lambda e: gym.wrappers.vector.NormalizeReward(e, gamma=0.99)),
+        ("+ clip rewards", lambda e: gym.wrappers.vector.TransformReward(e, lambda r: np.clip(r, -10, 10))),
+    ]  # fmt: skip
+    single = gym.make("HalfCheetah-v4")
+    single.reset(seed=0)
+    action = single.action_space.sample()
+    print(f"   {'one env, no vector env':28s} {microseconds(lambda: single.step(action), calls=2000):7.1f}")
+    for name, wrap in layers:
+        envs = wrap(envs)
+        envs.reset(seed=0)
+        actions = envs.action_space.sample()
+        print(f"   {name:28s} {microseconds(lambda: envs.step(actions), calls=2000):7.1f}")
+    envs.close()
+
+
+def env_with_policy():
+    print("2. HalfCheetah-v4 as make_envs builds it: us per env step, alone and between policy calls")
+    args = ppo_continuous.validate_args(ppo_continuous.Args(env_id="HalfCheetah-v4"))
+    envs = ppo_continuous.make_envs(args)
+    agent = ppo_continuous.Agent(17, 6)
+    observation, _ = envs.reset(seed=0)
+    for with_policy in (False, True):
+        env_seconds, steps = 0.0, 4000
+        obs = torch.as_tensor(observation, dtype=torch.float32)
+        for _ in range(steps):
+            if with_policy:
+                with torch.inference_mode():
+                    action = agent.sample_action_and_value(obs)[0].numpy()
+            else:
+                action = np.random.uniform(-1, 1, (1, 6)).astype(np.float32)
+            start = time.perf_counter()
+            observation, *_ = envs.step(action)
+            env_seconds += time.perf_counter() - start
+            obs = torch.as_tensor(observation, dtype=torch.float32)
+        print(f"   {'between policy calls' if with_policy else 'alone':28s} {env_seconds / steps * 1e6:7.1f}")
+    envs.close()
+
+
+SETUPS = {  # script: (obs dim, action shape, envs in the rollout, minibatch size at its defaults)
+    "ppo_continuous (HalfCheetah)": (ppo_continuous, 17, 6, 1, 64),
+    "ppo_discrete (CartPole)": (ppo_discrete, 4, [2], 4, 128),
+}
+
+
+def policy_calls():
+    print("3. One rollout policy call, us")
+    for name, (module, obs_dim, action_shape, num_envs, _) in SETUPS.items():
+        agent, obs = module.Agent(obs_dim, action_shape), torch.randn(num_envs, obs_dim)
+
+        def distributions():
+            with torch.inference_mode():
+                agent.get_action_and_value(obs)
+
+        def sampler():
+            with torch.inference_mode():
+                agent.sample_action_and_value(obs)
+
+        print(f"   {name:30s} distributions {microseconds(distributions):6.1f}   sampler {microseconds(sampler):6.1f}")
+
+
+def minibatch(module, obs_dim, action_shape, size):
+    discrete = module is ppo_discrete
+    actions = torch.randint(0, action_shape[0], (size, 1)) if discrete else torch.randn(size, action_shape)
+    return torch.randn(size, obs_dim), actions, *torch.randn(4, size), torch.ones(size)  # logprobs, advantages, returns, values, valid
+
+
+def update_pieces():
+    print("4. One minibatch update, eager, us")
+    for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
+        args = module.validate_args(module.Args())
+        agent = module.Agent(obs_dim, action_shape)
+        mb_obs, mb_actions, *rest = minibatch(module, obs_dim, action_shape, size)
+        foreach = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
+        fused = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, fused=True)
+
+        def forward():
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, mb_actions)
+            return module.ppo_loss(newlogprob, entropy, newvalue, *rest, args)[0]
+
+        def forward_backward():
+            agent.zero_grad()
+            forward().backward()
+
+        forward_backward()
+        clip = lambda: torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # noqa: E731
+        cost = {"forward": microseconds(forward), "forward+backward": microseconds(forward_backward),
+                "Adam foreach": microseconds(foreach.step), "Adam fused": microseconds(fused.step),
+                "clip": microseconds(clip)}  # fmt: skip
+        print(f"   {name:30s} " + "   ".join(f"{key} {value:6.1f}" for key, value in cost.items()))
+
+
+def compiled_functional_update():
+    print("5. A fully compiled functional update (headroom only), us")
+    module, obs_dim, action_shape, _, size = SETUPS["ppo_continuous (HalfCheetah)"]
+    args = module.validate_args(module.Args())
+    agent = module.Agent(obs_dim, action_shape)
+    params = {name: param.detach().clone() for name, param in agent.named_parameters()}
+    exp_avg = {name: torch.zeros_like(param) for name, param in params.items()}
+    exp_avg_sq = {name: torch.zeros_like(param) for name, param in params.items()}
+    step, lr, (beta1, beta2) = torch.zeros(()), torch.tensor(3e-4), (0.9, 0.999)
+
+    def loss_of(params, mb_obs, mb_actions, *rest):
+        action_mean = torch.func.functional_call(agent.actor_mean, {k[11:]: v for k, v in params.items() if k.startswith("actor_mean.")}, mb_obs)
+        action_std = params["actor_logstd"].expand_as(action_mean).exp()
+        probs = torch.distributions.Normal(action_mean, action_std, validate_args=False)
+        newvalue = torch.func.functional_call(agent.critic, {k[7:]: v for k, v in params.items() if k.startswith("critic.")}, mb_obs)
+        return module.ppo_loss(probs.log_prob(mb_actions).sum(1), probs.entropy().sum(1), newvalue, *rest, args)  # fmt: skip
+
+    @torch.compile
+    def update(*batch):
+        grads, stats = torch.func.grad(loss_of, has_aux=True)(params, *batch)
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
+        coef = torch.clamp(args.max_grad_norm / (norm + 1e-6), max=1.0)
+        step.add_(1)
+        for name, param in params.items():
+            grad = grads[name] * coef
+            exp_avg[name].lerp_(grad, 1 - beta1)
+            exp_avg_sq[name].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq[name] / (1 - beta2**step)).sqrt() + 1e-5
+            param.sub_(lr * exp_avg[name] / (1 - beta1**step) / denom)
+        return torch.cat([stats, norm.reshape(1)])
+
+    batch = minibatch(module, obs_dim, action_shape, size)
+    # the same update as the scripts' eager path? three steps of each from the same weights
+    optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
+    for _ in range(3):
+        update(*batch)
+        _, newlogprob, entropy, newvalue = agent.get_action_and_value(*batch[:2])
+        loss = module.ppo_loss(newlogprob, entropy, newvalue, *batch[2:], args)[0]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+    difference = max((params[name] - param).abs().max().item() for name, param in agent.named_parameters())
+    print(f"   {'ppo_continuous (HalfCheetah)':30s} compiled update {microseconds(lambda: update(*batch)):6.1f}   "
+          f"(weights after 3 steps differ from the eager path's by at most {difference:.1e})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    env_layers()
+    env_with_policy()
+    policy_calls()
+    update_pieces()
+    compiled_functional_update()
