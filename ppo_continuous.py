@@ -359,14 +359,16 @@ class Agent(nn.Module):
         return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
 
     def sample_action_and_value(self, x):
-        """The rollout's call: what get_action_and_value(x) returns, bar the entropy, with the same
-        numbers from the same random draws, but written out: no distribution object, ~30% cheaper
-        per step. A test checks that the two agree; change both if you change the policy."""
+        """The rollout's call, for a [num_envs, obs_dim] batch under torch.inference_mode(): what
+        get_action_and_value(x) returns, bar the entropy, with the same numbers from the same random
+        draws, but written out: no distribution object, ~30% cheaper per step (benchmarks/overhead.py).
+        A test checks that the two agree; change both if you change the policy."""
         action_mean = self.actor_mean(x)
         action_std = self.actor_logstd.expand_as(action_mean).exp()
         action = action_mean + action_std * torch.randn_like(action_mean)  # what Normal.sample() draws
-        logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - action_std.log() - math.log(math.sqrt(2 * math.pi))
-        return action, logprob.sum(1), self.critic(x)
+        logprob = (-((action - action_mean) ** 2) / (2 * action_std**2) - action_std.log()
+                   - math.log(math.sqrt(2 * math.pi)))  # what Normal.log_prob() computes, in its order
+        return action, logprob.sum(1), self.critic(x)  # detail 3: log-probs summed
 
     def act(self, x, deterministic: bool = True):
         """The action to evaluate with: the mean action, or a sample."""
@@ -870,8 +872,8 @@ def train(args: Args) -> dict:
 
     policy = agent.sample_action_and_value
     if args.compile:  # LeanRL-style fused kernels; the optimizer step stays eager, so the lr schedule needs no care
+        torch._inductor.config.fallback_random = True  # the plain path's random draws (a global setting)
         policy, minibatch_loss = torch.compile(policy), torch.compile(minibatch_loss)
-        torch._inductor.config.fallback_random = True  # the plain path's random draws, from the same RNG
 
     # Ctrl-C (or SIGTERM, e.g. a cluster preempting the job) finishes the current iteration, then
     # saves and stops cleanly; a second Ctrl-C stops at once
