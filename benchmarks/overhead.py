@@ -8,10 +8,12 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
 3. One policy call: torch.distributions (`get_action_and_value`) and the written-out rollout
    sampler (`sample_action_and_value`), for both scripts.
 4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
-   (foreach, as the plain path; fused, as --compile) and gradient clipping.
+   (foreach, as the plain path; fused, as --compile) and gradient clipping; and the forward and
+   backward compiled, as --compile runs them.
 5. What a fully compiled update could cost: gradients by torch.func.grad, clipping and an Adam
    step written out, all in one torch.compile graph. A measurement of headroom only: the scripts
    keep autograd and torch.optim (see README, Speed).
+6. GAE over a 2048-step rollout: compute_gae, and the step-by-step loop it replaced.
 """
 
 import statistics
@@ -87,7 +89,7 @@ def env_with_policy():
     envs.close()
 
 
-SETUPS = {  # script: (obs dim, action shape, envs in the rollout, minibatch size at its defaults)
+SETUPS = {  # name: (script module, obs dim, action shape, envs in the rollout, minibatch size at its defaults)
     "ppo_continuous (HalfCheetah)": (ppo_continuous, 17, 6, 1, 64),
     "ppo_discrete (CartPole)": (ppo_discrete, 4, [2], 4, 128),
 }
@@ -116,7 +118,7 @@ def minibatch(module, obs_dim, action_shape, size):
 
 
 def update_pieces():
-    print("4. One minibatch update, eager, us")
+    print("4. One minibatch update, us: eager pieces, and forward+backward compiled as --compile does")
     for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
         args = module.validate_args(module.Args())
         agent = module.Agent(obs_dim, action_shape)
@@ -132,11 +134,18 @@ def update_pieces():
             agent.zero_grad()
             forward().backward()
 
+        compiled_forward = torch.compile(forward)
+
+        def compiled_forward_backward():
+            agent.zero_grad()
+            compiled_forward().backward()
+
         forward_backward()
+        compiled_forward_backward()
         clip = lambda: torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # noqa: E731
         cost = {"forward": microseconds(forward), "forward+backward": microseconds(forward_backward),
                 "Adam foreach": microseconds(foreach.step), "Adam fused": microseconds(fused.step),
-                "clip": microseconds(clip)}  # fmt: skip
+                "clip": microseconds(clip), "compiled forward+backward": microseconds(compiled_forward_backward)}  # fmt: skip
         print(f"   {name:30s} " + "   ".join(f"{key} {value:6.1f}" for key, value in cost.items()))
 
 
@@ -187,6 +196,27 @@ def compiled_functional_update():
           f"(weights after 3 steps differ from the eager path's by at most {difference:.1e})")  # fmt: skip
 
 
+def gae():
+    print("6. GAE of a 2048-step, 1-env rollout, ms: compute_gae, and the step-by-step loop it replaced")
+    rewards, values = torch.randn(2048, 1), torch.randn(2048, 1)
+    next_value, ends, valid = torch.randn(1), (torch.rand(2048, 1) < 0.001).float(), torch.ones(2048, 1)
+
+    def step_by_step():  # CleanRL's loop, with the same masks and truncation handling as compute_gae
+        advantages, lastgaelam = torch.zeros_like(rewards), torch.zeros_like(next_value)
+        for t in reversed(range(2048)):
+            next_values = next_value if t == 2047 else values[t + 1]
+            delta = rewards[t] + 0.99 * next_values * (1.0 - ends[t]) - values[t]
+            lastgaelam = (delta + 0.99 * 0.95 * (1.0 - ends[t]) * lastgaelam) * valid[t]
+            advantages[t] = lastgaelam
+        return advantages
+
+    def vectorized():
+        return ppo_continuous.compute_gae(rewards, values, next_value, ends, ends, valid, 0.99, 0.95, True)[0]
+
+    assert torch.equal(vectorized(), step_by_step())  # the same numbers
+    print(f"   compute_gae {microseconds(vectorized, calls=10) / 1000:6.1f}   step by step {microseconds(step_by_step, calls=10) / 1000:6.1f}")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -196,3 +226,4 @@ if __name__ == "__main__":
     policy_calls()
     update_pieces()
     compiled_functional_update()
+    gae()

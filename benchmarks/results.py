@@ -50,6 +50,9 @@ RUNS = [
     ("ppo_continuous.py", "Walker2d-v4", "default", [1, 2, 3], 1_000_000, []),
     ("ppo_continuous.py", "Humanoid-v4", "default", [1, 2], 1_000_000, []),
     ("ppo_continuous.py", "Humanoid-v4", "large-batch", [1], 10_000_000, HUMANOID_LARGE_BATCH),
+    # the default batch gathered from more envs at once, compiled: the fast setting on a CPU (speed.py measures it)
+    ("ppo_discrete.py", "CartPole-v1", "many-envs", [1, 2, 3], 500_000, ["--num-envs", "16", "--num-steps", "32", "--compile"]),
+    ("ppo_continuous.py", "HalfCheetah-v4", "many-envs", [1, 2, 3], 1_000_000, ["--num-envs", "8", "--num-steps", "256", "--compile"]),
 ]
 
 # published figures to compare with (mean +- std of the last-100-episode return over seeds)
@@ -60,6 +63,8 @@ PUBLISHED = {
     ("Walker2d-v4", "default"): "2288.0 ± 571.8 (CleanRL, 3 seeds)",
     ("Humanoid-v4", "default"): "716.1 ± 49.1 (CleanRL, 3 seeds)",
     ("Humanoid-v4", "large-batch"): "~5,400 (Sample Factory, same setting)",
+    ("CartPole-v1", "many-envs"): "490.0 ± 6.1 (CleanRL's default config, for reference)",
+    ("HalfCheetah-v4", "many-envs"): "1442.6 ± 46.0 (CleanRL's default config, for reference)",
 }
 PUBLISHED_MEAN = {
     ("CartPole-v1", "default"): 490.04, ("HalfCheetah-v4", "default"): 1442.64, ("Hopper-v4", "default"): 2382.86,

@@ -33,6 +33,9 @@ CONFIGS = {  # name: (module, env flags, iterations to time)
     "humanoid": ("ppo_continuous", ["--env-id", "Humanoid-v4", *HUMANOID_LARGE_BATCH], 5),
     # two envs, one per core: where --async-envs can pay on a 2-core machine
     "humanoid-2envs": ("ppo_continuous", ["--env-id", "Humanoid-v4", "--num-envs", "2", "--num-steps", "1024"], 4),
+    # the default batch gathered from more envs at once (benchmarks/results.py trains these "many-envs" rows)
+    "cartpole-16envs": ("ppo_discrete", ["--env-id", "CartPole-v1", "--num-envs", "16", "--num-steps", "32"], 60),
+    "halfcheetah-8envs": ("ppo_continuous", ["--env-id", "HalfCheetah-v4", "--num-envs", "8", "--num-steps", "256"], 8),
 }
 
 
