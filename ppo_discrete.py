@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import tyro
 from torch.distributions.categorical import Categorical
+from torch.optim.adam import adam  # torch.optim.Adam's step as a function, for --compile
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -40,7 +41,7 @@ class Args:
     torch_threads: int = 1
     """CPU threads for torch; one is fastest for small MLPs"""
     compile: bool = False
-    """torch.compile the rollout policy and the minibatch loss (with its backward), and a fused Adam; compiling takes seconds at the start"""
+    """torch.compile the rollout policy and the whole minibatch update (gradients, clipping, Adam) into one graph each; compiling takes seconds at the start"""
     async_envs: bool = False
     """step the envs in subprocesses (gymnasium's AsyncVectorEnv), one per env: pays when steps are slow and cores spare"""
     capture_video: bool = False
@@ -102,7 +103,7 @@ class Args:
     checkpoint_every: int = 0
     """also update runs/{run_name}/checkpoint.pt every N iterations (0: off)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --torch-threads, --async-envs, --capture-video)"""
+    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --torch-threads, --async-envs, --capture-video)"""
     init_from: str | None = None
     """start a new run from this checkpoint's weights and normalization statistics (fine-tuning)"""
     eval_every: int = 0
@@ -355,6 +356,8 @@ class Agent(nn.Module):
         logprob = sum(dimension.log_prob(a) for dimension, a in zip(probs, action.unbind(-1)))
         entropy = sum(dimension.entropy() for dimension in probs)
         return action, logprob, entropy, self.critic(x)
+
+    forward = get_action_and_value  # agent(x, action): the call torch.func.functional_call makes
 
     def sample_action_and_value(self, x):
         """The rollout's call, for a [num_envs, obs_dim] batch under torch.inference_mode(): what
@@ -640,9 +643,8 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
 # Data parallel under torchrun: the pieces that keep the ranks identical
 
 
-def all_reduce_gradients(agent, world_size: int):
+def all_reduce_gradients(grads: list, world_size: int):
     """Average the gradients over ranks in one flattened all-reduce, so every rank takes the same step."""
-    grads = [parameter.grad for parameter in agent.parameters()]
     flat = torch.cat([grad.reshape(-1) for grad in grads])
     dist.all_reduce(flat)
     flat /= world_size
@@ -734,7 +736,7 @@ class ProgressReporter:
 
 
 # flags that belong to one invocation, not to the run: --resume takes these from the command line
-RUNTIME_FLAGS = ("cuda", "torch_threads", "async_envs", "capture_video", "resume")
+RUNTIME_FLAGS = ("cuda", "compile", "torch_threads", "async_envs", "capture_video", "resume")
 
 
 def train(args: Args) -> dict:
@@ -796,7 +798,7 @@ def train(args: Args) -> dict:
 
     agent = Agent(obs_dim, action_nvec(envs.single_action_space)).to(device)
     # detail 3: eps 1e-5; foreach: one multi-tensor step instead of a Python loop (same numbers, faster on CPU);
-    # --compile: one fused kernel, ~3x faster again, rounding in the last bit differently
+    # --compile takes its steps in its own graph (below): fused=True only keeps the state on the parameters' device
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5,
                                  foreach=not args.compile, fused=args.compile)  # fmt: skip
 
@@ -867,14 +869,56 @@ def train(args: Args) -> dict:
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = np.zeros(args.num_envs, dtype=np.float32)  # did the step that gave next_obs end an episode?
 
-    def minibatch_loss(mb_obs, mb_actions, mb_logprobs, mb_advantages, mb_returns, mb_values, mb_valid):
+    def minibatch_update(mb_obs, mb_actions, mb_logprobs, mb_advantages, mb_returns, mb_values, mb_valid):
+        """One gradient step on a minibatch; returns its loss statistics and the gradient norm."""
         _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, mb_actions)
-        return ppo_loss(newlogprob, entropy, newvalue, mb_logprobs, mb_advantages, mb_returns, mb_values, mb_valid, args)
+        loss, stats = ppo_loss(newlogprob, entropy, newvalue, mb_logprobs, mb_advantages, mb_returns, mb_values, mb_valid, args)
+        optimizer.zero_grad()
+        loss.backward()
+        if ddp:
+            all_reduce_gradients([parameter.grad for parameter in agent.parameters()], world_size)
+        grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # detail 11
+        optimizer.step()
+        return torch.cat([stats, grad_norm.detach().reshape(1)])
+
+    def functional_minibatch_update(lr, mb_obs, mb_actions, *rest):
+        """The same step written as functions, so that torch.compile makes one graph of all of it (--compile):
+        torch.func.grad differentiates the same loss, and torch.optim's functional Adam takes the step on
+        the optimizer's own state and hyperparameters, at the learning rate `lr` (a tensor)."""
+
+        def loss_of(parameters):
+            _, newlogprob, entropy, newvalue = torch.func.functional_call(agent, parameters, (mb_obs, mb_actions))
+            return ppo_loss(newlogprob, entropy, newvalue, *rest, args)
+
+        parameters = dict(agent.named_parameters())
+        grads, stats = torch.func.grad(loss_of, has_aux=True)(parameters)
+        grads = list(grads.values())
+        if ddp:
+            all_reduce_gradients(grads, world_size)
+        grad_norm = nn.utils.get_total_norm(grads)
+        clip_coef = torch.clamp(args.max_grad_norm / (grad_norm + 1e-6), max=1.0)  # what clip_grad_norm_ scales by
+        states = [optimizer.state[parameter] for parameter in parameters.values()]
+        (beta1, beta2), eps = optimizer.defaults["betas"], optimizer.defaults["eps"]
+        with torch.no_grad():
+            adam(
+                list(parameters.values()), [grad * clip_coef for grad in grads], [state["exp_avg"] for state in states],
+                [state["exp_avg_sq"] for state in states], [], [state["step"] for state in states], foreach=False,
+                amsgrad=False, beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0, eps=eps, maximize=False,
+            )  # fmt: skip
+        return torch.cat([stats, grad_norm.reshape(1)])
 
     policy = agent.sample_action_and_value
-    if args.compile:  # LeanRL-style fused kernels; the optimizer step stays eager, so the lr schedule needs no care
+    if args.compile:  # LeanRL-style: the rollout's policy call and the minibatch update, each one compiled graph
         torch._inductor.config.fallback_random = True  # the plain path's random draws (a global setting)
-        policy, minibatch_loss = torch.compile(policy), torch.compile(minibatch_loss)
+        for parameter in agent.parameters():  # the state Adam creates at its first step (a resumed run has it)
+            optimizer.state[parameter] = optimizer.state[parameter] or {
+                "step": torch.zeros((), device=device), "exp_avg": torch.zeros_like(parameter),
+                "exp_avg_sq": torch.zeros_like(parameter),
+            }  # fmt: skip
+        policy, compiled_update = torch.compile(policy), torch.compile(functional_minibatch_update)
+
+        def minibatch_update(*minibatch):  # the learning rate as a tensor: annealing it compiles no new graph
+            return compiled_update(torch.tensor(optimizer.param_groups[0]["lr"], device=device), *minibatch)
 
     # Ctrl-C (or SIGTERM, e.g. a cluster preempting the job) finishes the current iteration, then
     # saves and stops cleanly; a second Ctrl-C stops at once
@@ -961,20 +1005,13 @@ def train(args: Args) -> dict:
                 b_inds = torch.randperm(rank_batch_size, device=device)  # detail 6: shuffled minibatches
                 for start in range(0, rank_batch_size, rank_minibatch_size):
                     mb_inds = b_inds[start : start + rank_minibatch_size]
-                    loss, stats = minibatch_loss(
+                    update_stats.append(minibatch_update(
                         b_obs[mb_inds], b_actions[mb_inds], b_logprobs[mb_inds], b_advantages[mb_inds],
                         b_returns[mb_inds], b_values[mb_inds], b_valid[mb_inds],
-                    )  # fmt: skip
-                    optimizer.zero_grad()
-                    loss.backward()
-                    if ddp:
-                        all_reduce_gradients(agent, world_size)
-                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # detail 11
-                    optimizer.step()
-                    update_stats.append(torch.cat([stats, grad_norm.detach().reshape(1)]))
+                    ))  # fmt: skip
 
                 if args.target_kl is not None:
-                    last_approx_kl = stats[4].clone()
+                    last_approx_kl = update_stats[-1][4].clone()  # the last minibatch's
                     if ddp:  # the ranks must agree to stop
                         dist.all_reduce(last_approx_kl)
                         last_approx_kl /= world_size

@@ -8,11 +8,10 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
 3. One policy call: torch.distributions (`get_action_and_value`) and the written-out rollout
    sampler (`sample_action_and_value`), for both scripts.
 4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
-   (foreach, as the plain path; fused, as --compile) and gradient clipping; and the forward and
-   backward compiled, as --compile runs them.
-5. What a fully compiled update could cost: gradients by torch.func.grad, clipping and an Adam
-   step written out, all in one torch.compile graph. A measurement of headroom only: the scripts
-   keep autograd and torch.optim (see README, Speed).
+   (foreach) and gradient clipping.
+5. The whole minibatch update: eager, as the plain path runs it, and as --compile runs it, one
+   graph (gradients by torch.func.grad, clipping, torch.optim's functional Adam). The scripts
+   build theirs inside train(); this is the same code, outside it.
 6. GAE over a 2048-step rollout: compute_gae, and the step-by-step loop it replaced.
 """
 
@@ -24,6 +23,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from torch.optim.adam import adam
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ppo_continuous  # noqa: E402
@@ -118,13 +118,12 @@ def minibatch(module, obs_dim, action_shape, size):
 
 
 def update_pieces():
-    print("4. One minibatch update, us: eager pieces, and forward+backward compiled as --compile does")
+    print("4. One minibatch update of the plain path, us: its eager pieces")
     for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
         args = module.validate_args(module.Args())
         agent = module.Agent(obs_dim, action_shape)
         mb_obs, mb_actions, *rest = minibatch(module, obs_dim, action_shape, size)
-        foreach = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
-        fused = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, fused=True)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
 
         def forward():
             _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, mb_actions)
@@ -134,66 +133,61 @@ def update_pieces():
             agent.zero_grad()
             forward().backward()
 
-        compiled_forward = torch.compile(forward)
-
-        def compiled_forward_backward():
-            agent.zero_grad()
-            compiled_forward().backward()
-
         forward_backward()
-        compiled_forward_backward()
         clip = lambda: torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # noqa: E731
         cost = {"forward": microseconds(forward), "forward+backward": microseconds(forward_backward),
-                "Adam foreach": microseconds(foreach.step), "Adam fused": microseconds(fused.step),
-                "clip": microseconds(clip), "compiled forward+backward": microseconds(compiled_forward_backward)}  # fmt: skip
+                "Adam (foreach)": microseconds(optimizer.step), "clip": microseconds(clip)}  # fmt: skip
         print(f"   {name:30s} " + "   ".join(f"{key} {value:6.1f}" for key, value in cost.items()))
 
 
-def compiled_functional_update():
-    print("5. A fully compiled functional update (headroom only), us")
-    module, obs_dim, action_shape, _, size = SETUPS["ppo_continuous (HalfCheetah)"]
-    args = module.validate_args(module.Args())
-    agent = module.Agent(obs_dim, action_shape)
-    params = {name: param.detach().clone() for name, param in agent.named_parameters()}
-    exp_avg = {name: torch.zeros_like(param) for name, param in params.items()}
-    exp_avg_sq = {name: torch.zeros_like(param) for name, param in params.items()}
-    step, lr, (beta1, beta2) = torch.zeros(()), torch.tensor(3e-4), (0.9, 0.999)
+def whole_updates():
+    """The scripts build their update inside train(); this is the same code, outside it."""
+    print("5. One whole minibatch update, us: eager (the plain path) and one compiled graph (--compile)")
+    for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
+        args = module.validate_args(module.Args())
+        agents = [module.Agent(obs_dim, action_shape) for _ in range(2)]
+        agents[1].load_state_dict(agents[0].state_dict())
+        eager_agent, agent = agents
+        eager_optimizer = torch.optim.Adam(eager_agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, fused=True)
+        for parameter in agent.parameters():
+            optimizer.state[parameter] = {"step": torch.zeros(()), "exp_avg": torch.zeros_like(parameter),
+                                          "exp_avg_sq": torch.zeros_like(parameter)}  # fmt: skip
 
-    def loss_of(params, mb_obs, mb_actions, *rest):
-        action_mean = torch.func.functional_call(agent.actor_mean, {k[11:]: v for k, v in params.items() if k.startswith("actor_mean.")}, mb_obs)
-        action_std = params["actor_logstd"].expand_as(action_mean).exp()
-        probs = torch.distributions.Normal(action_mean, action_std, validate_args=False)
-        newvalue = torch.func.functional_call(agent.critic, {k[7:]: v for k, v in params.items() if k.startswith("critic.")}, mb_obs)
-        return module.ppo_loss(probs.log_prob(mb_actions).sum(1), probs.entropy().sum(1), newvalue, *rest, args)  # fmt: skip
+        def eager_update(mb_obs, mb_actions, *rest):
+            _, newlogprob, entropy, newvalue = eager_agent.get_action_and_value(mb_obs, mb_actions)
+            loss, stats = module.ppo_loss(newlogprob, entropy, newvalue, *rest, args)
+            eager_optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(eager_agent.parameters(), args.max_grad_norm, foreach=True)
+            eager_optimizer.step()
+            return torch.cat([stats, grad_norm.detach().reshape(1)])
 
-    @torch.compile
-    def update(*batch):
-        grads, stats = torch.func.grad(loss_of, has_aux=True)(params, *batch)
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
-        coef = torch.clamp(args.max_grad_norm / (norm + 1e-6), max=1.0)
-        step.add_(1)
-        for name, param in params.items():
-            grad = grads[name] * coef
-            exp_avg[name].lerp_(grad, 1 - beta1)
-            exp_avg_sq[name].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (exp_avg_sq[name] / (1 - beta2**step)).sqrt() + 1e-5
-            param.sub_(lr * exp_avg[name] / (1 - beta1**step) / denom)
-        return torch.cat([stats, norm.reshape(1)])
+        @torch.compile
+        def compiled_update(lr, mb_obs, mb_actions, *rest):
+            def loss_of(parameters):
+                _, newlogprob, entropy, newvalue = torch.func.functional_call(agent, parameters, (mb_obs, mb_actions))
+                return module.ppo_loss(newlogprob, entropy, newvalue, *rest, args)
 
-    batch = minibatch(module, obs_dim, action_shape, size)
-    # the same update as the scripts' eager path? three steps of each from the same weights
-    optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
-    for _ in range(3):
-        update(*batch)
-        _, newlogprob, entropy, newvalue = agent.get_action_and_value(*batch[:2])
-        loss = module.ppo_loss(newlogprob, entropy, newvalue, *batch[2:], args)[0]
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-        optimizer.step()
-    difference = max((params[name] - param).abs().max().item() for name, param in agent.named_parameters())
-    print(f"   {'ppo_continuous (HalfCheetah)':30s} compiled update {microseconds(lambda: update(*batch)):6.1f}   "
-          f"(weights after 3 steps differ from the eager path's by at most {difference:.1e})")  # fmt: skip
+            parameters = dict(agent.named_parameters())
+            grads, stats = torch.func.grad(loss_of, has_aux=True)(parameters)
+            grads = list(grads.values())
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+            clip_coef = torch.clamp(args.max_grad_norm / (grad_norm + 1e-6), max=1.0)
+            states = [optimizer.state[parameter] for parameter in parameters.values()]
+            with torch.no_grad():
+                adam(list(parameters.values()), [grad * clip_coef for grad in grads], [state["exp_avg"] for state in states],
+                     [state["exp_avg_sq"] for state in states], [], [state["step"] for state in states], foreach=False,
+                     amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-5, maximize=False)  # fmt: skip
+            return torch.cat([stats, grad_norm.reshape(1)])
+
+        batch, lr = minibatch(module, obs_dim, action_shape, size), torch.tensor(3e-4)
+        for _ in range(3):  # the same update? three steps of each from the same weights
+            eager_update(*batch), compiled_update(lr, *batch)
+        difference = max((p - q).abs().max().item() for p, q in zip(agent.parameters(), eager_agent.parameters()))
+        eager, compiled = microseconds(lambda: eager_update(*batch)), microseconds(lambda: compiled_update(lr, *batch))
+        print(f"   {name:30s} eager {eager:6.1f}   compiled {compiled:6.1f}   "
+              f"(weights after 3 steps of each differ by at most {difference:.1e})")  # fmt: skip
 
 
 def gae():
@@ -225,5 +219,5 @@ if __name__ == "__main__":
     env_with_policy()
     policy_calls()
     update_pieces()
-    compiled_functional_update()
+    whole_updates()
     gae()

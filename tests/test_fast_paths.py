@@ -1,9 +1,10 @@
 """The fast paths learn what the plain path learns: same fixed-seed run, same losses."""
 import importlib
+import shutil
 
 import numpy as np
 import pytest
-from conftest import read_scalars
+from conftest import interrupting_loss, read_scalars
 
 SETUPS = {"ppo_continuous": "Hopper-v4", "ppo_discrete": "CartPole-v1"}
 LOSSES = ["losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac"]
@@ -16,6 +17,14 @@ def logged(module, workdir, monkeypatch, **flags):
                        update_epochs=4, total_timesteps=4 * 512, cuda=False, **flags)  # fmt: skip
     summary = module.train(args)
     return read_scalars(workdir / "runs" / summary["run_name"])
+
+
+def resumed(module, checkpoint_dir, workdir, monkeypatch, **flags):
+    """Resume a copy of a run directory; its scalars, the stopped run's and the resumed run's."""
+    shutil.copytree(checkpoint_dir, workdir / checkpoint_dir.name)
+    monkeypatch.chdir(workdir)
+    module.train(module.Args(resume=str(workdir / checkpoint_dir.name / "checkpoint.pt"), cuda=False, **flags))
+    return read_scalars(workdir / checkpoint_dir.name)
 
 
 @pytest.mark.parametrize("module_name", list(SETUPS))
@@ -32,6 +41,27 @@ def test_compile_gives_the_same_losses_as_the_plain_path(module_name, tmp_path, 
                                    err_msg=tag)  # fmt: skip
     returns = [[v for _, v in run["charts/episodic_return"]] for run in (plain, compiled)]
     np.testing.assert_allclose(returns[1], returns[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("module_name", list(SETUPS))
+def test_compiled_run_resumes_alike_on_either_path(module_name, tmp_path, monkeypatch):
+    """--compile's update takes Adam's steps on the optimizer's own state, so its checkpoint holds the
+    moments and step count: stopped after iteration 2, then resumed compiled or plain, the run takes
+    the same steps (losses within 1e-4). A compiled update that started from fresh moments would not."""
+    module = importlib.import_module(module_name)
+    with monkeypatch.context() as patch:  # Ctrl-C during iteration 2: it finishes, saves and stops
+        patch.setattr(module, "compute_gae", interrupting_loss(module.compute_gae, 2))
+        first = logged(module, tmp_path / "first", monkeypatch, compile=True, checkpoint_every=1)
+    [run_dir] = (tmp_path / "first" / "runs").iterdir()
+    saved = module.load_checkpoint(str(run_dir / "checkpoint.pt"))
+    assert saved["iteration"] == 2 and len(first["losses/value_loss"]) == 2
+    assert all(state["step"].item() == 2 * 4 * 8 for state in saved["optimizer"]["state"].values())  # 64 Adam steps
+    compiled = resumed(module, run_dir, tmp_path / "compiled", monkeypatch, compile=True)
+    plain = resumed(module, run_dir, tmp_path / "plain", monkeypatch)
+    for tag in LOSSES:
+        assert len(plain[tag]) == len(compiled[tag]) == 4
+        np.testing.assert_allclose([v for _, v in compiled[tag]], [v for _, v in plain[tag]], rtol=1e-4, atol=1e-6,
+                                   err_msg=tag)  # fmt: skip
 
 
 @pytest.mark.parametrize("module_name", list(SETUPS))
