@@ -797,10 +797,8 @@ def train(args: Args) -> dict:
     action_dim = len(action_nvec(envs.single_action_space))
 
     agent = Agent(obs_dim, action_nvec(envs.single_action_space)).to(device)
-    # detail 3: eps 1e-5; foreach: one multi-tensor step instead of a Python loop (same numbers, faster on CPU);
-    # --compile takes its steps in its own graph (below): fused=True only keeps the state on the parameters' device
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5,
-                                 foreach=not args.compile, fused=args.compile)  # fmt: skip
+    # detail 3: eps 1e-5; foreach: one multi-tensor step instead of a Python loop (same numbers, faster on CPU)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
 
     global_step, start_iteration, best_eval_return = 0, 1, None
     if args.init_from:  # fine-tuning: weights and normalization statistics, a fresh optimizer and schedule
@@ -812,6 +810,7 @@ def train(args: Args) -> dict:
         check_checkpoint_fits(resumed, args.resume, envs, args)
         agent.load_state_dict(resumed["agent"])
         optimizer.load_state_dict(resumed["optimizer"])
+        optimizer.param_groups[0].update(foreach=True, fused=None)  # how to step is this invocation's choice
         set_normalization(envs, resumed["normalization"])
         global_step, start_iteration = resumed["global_step"], resumed["iteration"] + 1
         best_eval_return = resumed["best_eval_return"]
@@ -898,7 +897,8 @@ def train(args: Args) -> dict:
         grad_norm = nn.utils.get_total_norm(grads)
         clip_coef = torch.clamp(args.max_grad_norm / (grad_norm + 1e-6), max=1.0)  # what clip_grad_norm_ scales by
         states = [optimizer.state[parameter] for parameter in parameters.values()]
-        (beta1, beta2), eps = optimizer.defaults["betas"], optimizer.defaults["eps"]
+        (beta1, beta2), eps = optimizer.defaults["betas"], optimizer.defaults["eps"]  # reading the group would
+        # make the graph depend on its lr: a new graph at every annealed value
         with torch.no_grad():
             adam(
                 list(parameters.values()), [grad * clip_coef for grad in grads], [state["exp_avg"] for state in states],
@@ -910,15 +910,18 @@ def train(args: Args) -> dict:
     policy = agent.sample_action_and_value
     if args.compile:  # LeanRL-style: the rollout's policy call and the minibatch update, each one compiled graph
         torch._inductor.config.fallback_random = True  # the plain path's random draws (a global setting)
-        for parameter in agent.parameters():  # the state Adam creates at its first step (a resumed run has it)
-            optimizer.state[parameter] = optimizer.state[parameter] or {
-                "step": torch.zeros((), device=device), "exp_avg": torch.zeros_like(parameter),
-                "exp_avg_sq": torch.zeros_like(parameter),
-            }  # fmt: skip
+        for parameter in agent.parameters():  # the state Adam creates at its first step, or a resumed run's
+            state = optimizer.state[parameter]
+            optimizer.state[parameter] = {
+                "step": state.get("step", torch.zeros(())).to(device),  # on the device, as the graph runs there
+                "exp_avg": state.get("exp_avg", torch.zeros_like(parameter)),
+                "exp_avg_sq": state.get("exp_avg_sq", torch.zeros_like(parameter)),
+            }
         policy, compiled_update = torch.compile(policy), torch.compile(functional_minibatch_update)
+        lr = torch.zeros((), device=device)  # the learning rate as a tensor: annealing it compiles no new graph
 
-        def minibatch_update(*minibatch):  # the learning rate as a tensor: annealing it compiles no new graph
-            return compiled_update(torch.tensor(optimizer.param_groups[0]["lr"], device=device), *minibatch)
+        def minibatch_update(*minibatch):  # --compile's, in place of the plain path's above
+            return compiled_update(lr.fill_(optimizer.param_groups[0]["lr"]), *minibatch)
 
     # Ctrl-C (or SIGTERM, e.g. a cluster preempting the job) finishes the current iteration, then
     # saves and stops cleanly; a second Ctrl-C stops at once

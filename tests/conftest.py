@@ -26,13 +26,15 @@ def run_script(script, *flags, cwd, env=None, timeout=600, python_prefix=()):
 
 
 def read_scalars(run_dir):
-    """All scalars of a TensorBoard run directory: {tag: [(step, value), ...]}."""
+    """All scalars of a TensorBoard run directory: {tag: [(step, value), ...]}, in the order they were
+    logged. (The accumulator reads event files in name order, and two writers of one test process in
+    the same second are named by a per-process counter, where "...10" sorts before "...9".)"""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     return {
-        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        tag: [(event.step, event.value) for event in sorted(accumulator.Scalars(tag), key=lambda event: event.wall_time)]
         for tag in accumulator.Tags()["scalars"]
     }
 

@@ -43,15 +43,17 @@ def test_compile_gives_the_same_losses_as_the_plain_path(module_name, tmp_path, 
     np.testing.assert_allclose(returns[1], returns[0], rtol=1e-4)
 
 
+@pytest.mark.parametrize("first_compiled", [True, False], ids=["compiled-checkpoint", "plain-checkpoint"])
 @pytest.mark.parametrize("module_name", list(SETUPS))
-def test_compiled_run_resumes_alike_on_either_path(module_name, tmp_path, monkeypatch):
-    """--compile's update takes Adam's steps on the optimizer's own state, so its checkpoint holds the
-    moments and step count: stopped after iteration 2, then resumed compiled or plain, the run takes
-    the same steps (losses within 1e-4). A compiled update that started from fresh moments would not."""
+def test_checkpoint_resumes_alike_compiled_or_plain(module_name, first_compiled, tmp_path, monkeypatch):
+    """--compile's update takes Adam's steps on the optimizer's own state, so a checkpoint holds the
+    moments and step count whichever path wrote it: stopped after iteration 2, then resumed compiled
+    or plain, the run takes the same steps (losses within 1e-4). A compiled update that started from
+    fresh moments, or a compiled run that saved none, would not."""
     module = importlib.import_module(module_name)
     with monkeypatch.context() as patch:  # Ctrl-C during iteration 2: it finishes, saves and stops
         patch.setattr(module, "compute_gae", interrupting_loss(module.compute_gae, 2))
-        first = logged(module, tmp_path / "first", monkeypatch, compile=True, checkpoint_every=1)
+        first = logged(module, tmp_path / "first", monkeypatch, compile=first_compiled, checkpoint_every=1)
     [run_dir] = (tmp_path / "first" / "runs").iterdir()
     saved = module.load_checkpoint(str(run_dir / "checkpoint.pt"))
     assert saved["iteration"] == 2 and len(first["losses/value_loss"]) == 2
