@@ -43,6 +43,8 @@ class Args:
     """CPU threads for torch; one is fastest for small MLPs"""
     compile: bool = False
     """torch.compile the rollout policy and the whole minibatch update (gradients, clipping, Adam) into one graph each; compiling takes seconds at the start"""
+    cudagraphs: bool = False
+    """with --compile on a GPU: replay each compiled graph as one CUDA graph (torch.compile's mode="reduce-overhead"), one launch instead of one per kernel; not yet run on a GPU here"""
     async_envs: bool = False
     """step the envs in subprocesses (gymnasium's AsyncVectorEnv), one per env: pays when steps are slow and cores spare"""
     capture_video: bool = False
@@ -106,7 +108,7 @@ class Args:
     checkpoint_every: int = 0
     """also update runs/{run_name}/checkpoint.pt every N iterations (0: off)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --torch-threads, --async-envs, --capture-video)"""
+    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --cudagraphs, --torch-threads, --async-envs, --capture-video)"""
     init_from: str | None = None
     """start a new run from this checkpoint's weights and normalization statistics (fine-tuning)"""
     eval_every: int = 0
@@ -167,6 +169,12 @@ def validate_args(args: Args) -> Args:
             f"(--num-envs x --num-steps x ranks = {args.batch_size}), so no iteration would run; "
             f"raise --total-timesteps or lower --num-steps"
         )
+    if args.cudagraphs and not args.compile:
+        fail("--cudagraphs replays the graphs that --compile makes; add --compile")
+    if args.cudagraphs and world_size > 1:
+        fail("--cudagraphs is not supported under torchrun yet (the all-reduce inside a CUDA graph is untested); drop it")
+    if args.cudagraphs and not (args.cuda and torch.cuda.is_available()):
+        fail("--cudagraphs needs CUDA (a GPU torch can use, and --cuda); drop it to run on CPU (--compile works there)")
     if args.backend not in (None, "gloo", "nccl"):
         fail(f"--backend must be gloo or nccl, got {args.backend!r}")
     if args.capture_video:
@@ -735,7 +743,7 @@ class ProgressReporter:
 
 
 # flags that belong to one invocation, not to the run: --resume takes these from the command line
-RUNTIME_FLAGS = ("cuda", "compile", "torch_threads", "async_envs", "capture_video", "resume")
+RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "capture_video", "resume")
 
 
 def train(args: Args) -> dict:
@@ -916,11 +924,16 @@ def train(args: Args) -> dict:
                 "exp_avg": state.get("exp_avg", torch.zeros_like(parameter)),
                 "exp_avg_sq": state.get("exp_avg_sq", torch.zeros_like(parameter)),
             }
-        policy, compiled_update = torch.compile(policy), torch.compile(functional_minibatch_update)
+        mode = "reduce-overhead" if args.cudagraphs else None  # torch.compile's name for CUDA graphs
+        policy, compiled_update = torch.compile(policy, mode=mode), torch.compile(functional_minibatch_update, mode=mode)
         lr = torch.zeros((), device=device)  # the learning rate as a tensor: annealing it compiles no new graph
+        if args.cudagraphs:  # a CUDA graph updates in place only tensors it may assume stay at one address
+            for tensor in [lr, *(tensor for state in optimizer.state.values() for tensor in state.values())]:
+                torch._dynamo.mark_static_address(tensor)
 
         def minibatch_update(*minibatch):  # --compile's, in place of the plain path's above
-            return compiled_update(lr.fill_(optimizer.param_groups[0]["lr"]), *minibatch)
+            stats = compiled_update(lr.fill_(optimizer.param_groups[0]["lr"]), *minibatch)
+            return stats.clone() if args.cudagraphs else stats  # a CUDA graph's next replay overwrites its output
 
     # Ctrl-C (or SIGTERM, e.g. a cluster preempting the job) finishes the current iteration, then
     # saves and stops cleanly; a second Ctrl-C stops at once

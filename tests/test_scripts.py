@@ -103,17 +103,28 @@ ERROR_CASES = [
     ("ppo_discrete.py", ["--num-envs", "0"], "--num-envs must be at least 1"),
     ("ppo_continuous.py", ["--async-envs", "--capture-video"], "drop one of the two"),
     ("ppo_discrete.py", ["--async-envs", "--capture-video"], "drop one of the two"),
+    ("ppo_continuous.py", ["--cudagraphs"], "add --compile"),
+    ("ppo_discrete.py", ["--compile", "--cudagraphs", "--no-cuda"], "--cudagraphs needs CUDA"),
 ]
 
 
-@pytest.mark.parametrize("script,flags,message", ERROR_CASES)
-def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
-    result = run_script(script, *flags, cwd=tmp_path, timeout=120)
+def assert_one_line_error(result, message, workdir):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
-    assert not (tmp_path / "runs").exists()  # nothing started
+    assert not (workdir / "runs").exists()  # nothing started
+
+
+@pytest.mark.parametrize("script,flags,message", ERROR_CASES)
+def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
+    assert_one_line_error(run_script(script, *flags, cwd=tmp_path, timeout=120), message, tmp_path)
+
+
+def test_cudagraphs_under_torchrun_gives_one_line_error(tmp_path):
+    # torchrun's WORLD_SIZE is what the check reads; it fails before any process group is made
+    result = run_script("ppo_continuous.py", "--compile", "--cudagraphs", cwd=tmp_path, env={"WORLD_SIZE": "2"})
+    assert_one_line_error(result, "--cudagraphs is not supported under torchrun", tmp_path)
 
 
 @pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
@@ -130,9 +141,7 @@ def test_video_without_moviepy_gives_one_line_error(script, tmp_path):
 def test_video_without_a_renderer_gives_one_line_error(tmp_path):
     # an OpenGL backend that does not exist stands in for a machine with no renderer at all
     result = run_script("ppo_continuous.py", "--capture-video", cwd=tmp_path, env={"MUJOCO_GL": "nosuchgl"}, timeout=120)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and "--capture-video cannot render" in error_lines[0], result.stderr
+    assert_one_line_error(result, "--capture-video cannot render", tmp_path)
 
 
 def test_importing_a_script_runs_nothing(tmp_path):
