@@ -143,8 +143,19 @@ def validate_args(args: Args) -> Args:
     for name in ("checkpoint_every", "eval_every"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be 0 (off) or more, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")
+    for name in ("learning_rate", "vf_coef"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    for name in ("clip_coef", "max_grad_norm", "clip_obs", "clip_reward", "target_kl"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:  # target_kl: None is off
+            fail(f"--{name.replace('_', '-')} must be above 0, got {getattr(args, name)}")
     if args.resume and args.init_from:
         fail("--resume continues a run and --init-from starts a new one; pass only one of them")
+    if args.eval_checkpoint and (args.resume or args.init_from):
+        fail("--eval-checkpoint evaluates a saved policy and trains nothing; drop --resume and --init-from")
     if args.async_envs and args.capture_video:  # a worker process cannot film (no frames are written)
         fail("--capture-video films sub-env 0 in this process, which --async-envs moves out; drop one of the two")
     # a model file given relative to here is stored absolute, so resuming or evaluating elsewhere finds it
@@ -281,6 +292,8 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
             [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger, trainer_pid) for i in range(num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         )
+    except (ImportError, gym.error.Error) as error:  # a missing extra (e.g. Box2D) or a retired env version
+        fail(f"cannot make {args.env_id}: {str(error).strip().splitlines()[0]}")
     except (TypeError, ValueError, OSError) as error:
         if not env_kwargs:
             raise
@@ -570,6 +583,10 @@ def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str
     os.replace(tmp_path, path)  # atomic on POSIX and Windows
 
 
+CHECKPOINT_KEYS = ("script", "run_name", "args", "observation_shape", "action_shape", "global_step", "iteration",
+                   "best_eval_return", "agent", "optimizer", "normalization", "rng")  # what save_checkpoint writes
+
+
 def load_checkpoint(path: str) -> dict:
     """Load a checkpoint safely (on the CPU; load_state_dict moves tensors to the model's device),
     or stop with a one-line error naming the problem."""
@@ -586,6 +603,9 @@ def load_checkpoint(path: str) -> dict:
         fail(f"checkpoint {path} is corrupt or not a checkpoint ({type(error).__name__}); use another checkpoint")
     if not isinstance(checkpoint, dict) or "script" not in checkpoint or "agent" not in checkpoint:
         fail(f"{path} is not a checkpoint of these PPO scripts; pass one written by --save-model or --checkpoint-every")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:  # e.g. written by an older version of the script
+        fail(f"checkpoint {path} lacks {', '.join(missing)}; use one written by this version of {SCRIPT}.py")
     if checkpoint["script"] != SCRIPT:
         fail(f"checkpoint {path} was written by {checkpoint['script']}.py; load it with that script, not {SCRIPT}.py")
     return checkpoint
@@ -768,6 +788,13 @@ def train(args: Args) -> dict:
     if args.resume:  # the run's hyperparameters come from the checkpoint
         resumed = load_checkpoint(args.resume)
         saved_args = args_from_checkpoint(resumed)
+        defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
+        ignored = [name for name in Args.__dataclass_fields__ if name not in (*RUNTIME_FLAGS, *derived)
+                   and getattr(args, name) not in (getattr(defaults, name), getattr(saved_args, name))]  # fmt: skip
+        if ignored and master_process:  # a flag given to change the run would otherwise vanish without a word
+            given = ", ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ignored)
+            print(f"notice: --resume continues the run with its saved flags; ignoring {given} "
+                  f"(to change them, start a new run from its weights with --init-from)", flush=True)  # fmt: skip
         for name in RUNTIME_FLAGS:
             setattr(saved_args, name, getattr(args, name))
         saved_args.init_from = None  # the weights come from the checkpoint now
@@ -941,7 +968,7 @@ def train(args: Args) -> dict:
 
     def request_stop(signum, frame):
         if stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("stopped at once by a second Ctrl-C; logs up to the last iteration are flushed")
         stop_requested.append(signum)
         progress.message("stopping after this iteration (Ctrl-C again to stop at once)")
 
@@ -1102,7 +1129,7 @@ def train(args: Args) -> dict:
 
     if master_process and stop_requested:
         if checkpoints_on:
-            hint = f"resume with: python {SCRIPT}.py --resume {checkpoint_path}"
+            hint = f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}"
         else:
             hint = "no checkpoint was saved (use --checkpoint-every N or --save-model to be able to resume)"
         print(f"stopped at step {global_step:,}; logs are in {run_dir}; {hint}", flush=True)
@@ -1126,8 +1153,8 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     try:
         summary = evaluate_checkpoint(args) if args.eval_checkpoint else train(args)
-    except KeyboardInterrupt:
-        raise SystemExit("stopped at once by a second Ctrl-C; logs up to the last iteration are flushed")
+    except KeyboardInterrupt as interrupt:  # a second Ctrl-C in training, or one before training starts
+        raise SystemExit(str(interrupt) or "stopped by Ctrl-C")
     exit_code = 130 if isinstance(summary, dict) and summary["interrupted"] else 0  # 130: stopped by Ctrl-C
     if int(os.environ.get("RANK", -1)) != -1:
         # under torchrun, skip the interpreter's teardown: gloo's threads can abort a rank there

@@ -2,6 +2,7 @@
 import copy
 import importlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -246,6 +247,16 @@ def test_checkpoint_errors_are_one_line(module, trained, tmp_path, flag):
     one_line_error(run_script(other_script, flag, str(path), cwd=tmp_path), f"written by {script}")
 
 
+def test_incomplete_checkpoint_is_refused(module, trained, tmp_path):
+    """One load_checkpoint serves --resume, --init-from and --eval-checkpoint: one of them checks it."""
+    _, path = trained
+    incomplete = torch.load(path, weights_only=True)
+    del incomplete["normalization"], incomplete["rng"]  # as a checkpoint of another version might be
+    torch.save(incomplete, tmp_path / "incomplete.pt")
+    result = run_script(f"{module.__name__}.py", "--resume", "incomplete.pt", cwd=tmp_path)
+    one_line_error(result, "lacks normalization, rng")
+
+
 def test_checkpoint_for_other_spaces_is_refused(module, trained, tmp_path):
     _, path = trained
     other_env = SETUPS[module.__name__][1]
@@ -310,6 +321,31 @@ def test_fine_tuned_run_resumes_in_its_run_directory_from_anywhere(module, train
     assert resumed["global_step"] == 256 and not resumed["interrupted"]
     assert module.load_checkpoint(str(path))["global_step"] == 256  # the original run directory went on
     assert not (tmp_path / "elsewhere" / "runs").exists()
+
+
+def test_random_states_survive_a_checkpoint_file(module, tmp_path):
+    """torch's, numpy's and Python's generators, saved and loaded as checkpoints are (weights_only),
+    draw what they would have drawn."""
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    torch.manual_seed(3), np.random.seed(4), random.seed(5)
+    draws()  # away from the seeded start, so restoring a mere seed would not do
+    torch.save({"rng": module.get_rng_state()}, tmp_path / "rng.pt")
+    expected = draws()
+    module.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    assert draws() == expected
+
+
+def test_resume_names_the_flags_it_ignores(module, trained, capsys):
+    """--resume takes the run's flags from the checkpoint: one given to change the run is named, not dropped silently."""
+    _, path = trained
+    capsys.readouterr()
+    module.train(tiny_args(module, resume=str(path), learning_rate=0.5, total_timesteps=4096))
+    notices = [line for line in capsys.readouterr().out.splitlines() if "ignoring" in line]
+    assert len(notices) == 1 and "--total-timesteps 4096, --learning-rate 0.5" in notices[0], notices
+    module.train(tiny_args(module, resume=str(path)))  # the run's own flags, and runtime ones: nothing ignored
+    assert "ignoring" not in capsys.readouterr().out
 
 
 def test_resume_refuses_another_number_of_ranks(module, trained, tmp_path):

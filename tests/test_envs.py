@@ -164,6 +164,8 @@ def test_multidiscrete_env_trains_saves_and_evaluates(tmp_path):
         ("ppo_continuous.py", "no_such_module:Env-v0", ["cannot import module 'no_such_module'"]),
         ("ppo_continuous.py", "my_envs:MatrixAction-v0", ["2-D actions", "flat vector"]),
         ("ppo_discrete.py", "my_envs:NestedMultiDiscrete-v0", ["2-D MultiDiscrete"]),
+        ("ppo_continuous.py", "HalfCheetah-v3", ["cannot make HalfCheetah-v3", "gymnasium-robotics"]),  # retired
+        ("ppo_discrete.py", "LunarLander-v3", ["cannot make LunarLander-v3", "Box2D is not installed"]),  # no extra
     ],
 )
 def test_unsupported_spaces_and_ids_give_one_line_errors_before_training(script, env_id, messages, tmp_path):

@@ -55,6 +55,32 @@ def test_masked_samples_change_neither_loss_nor_gradient(module_name):
 
 
 @pytest.mark.parametrize("module_name", MODULES)
+def test_masked_samples_are_out_of_every_term_and_the_advantage_statistics(module_name):
+    """With advantage normalization, the value and entropy terms on, a masked sample with extreme
+    numbers changes no loss term, no statistic, and gets no gradient."""
+    module = importlib.import_module(module_name)
+    args = loss_args(module, norm_adv=True, ent_coef=0.01, vf_coef=0.5, clip_vloss=True)
+
+    def loss_and_grads(newlogprob, entropy, newvalue, logprob, advantages, returns, values, mask):
+        inputs = [torch.tensor(x, dtype=torch.float32, requires_grad=True) for x in (newlogprob, entropy, newvalue)]
+        others = [torch.tensor(x, dtype=torch.float32) for x in (logprob, advantages, returns, values, mask)]
+        loss, stats = module.ppo_loss(*inputs, *others, args)
+        loss.backward()
+        return loss.item(), stats, [x.grad for x in inputs]
+
+    real = ([-1.0, -0.5, -2.0], [1.2, 0.9, 1.4], [0.3, -0.2, 0.8], [-1.1, -0.4, -1.9], [0.5, -1.5, 2.0],
+            [1.0, -0.5, 0.1], [0.2, 0.1, 0.9])  # fmt: skip
+    loss, stats, grads = loss_and_grads(*real, [1, 1, 1])
+    masked_sample = (5.0, 7.0, 50.0, -3.0, 100.0, -9.0, 20.0)
+    loss_m, stats_m, grads_m = loss_and_grads(*[[*x, extra] for x, extra in zip(real, masked_sample)], [1, 1, 1, 0])
+    assert loss_m == pytest.approx(loss, rel=1e-6)
+    torch.testing.assert_close(stats_m, stats)
+    for grad, grad_m in zip(grads, grads_m):
+        torch.testing.assert_close(grad_m[:3], grad)
+        assert grad_m[3] == 0
+
+
+@pytest.mark.parametrize("module_name", MODULES)
 def test_debug_scalars_match_hand_calculation(module_name):
     module = importlib.import_module(module_name)
     ratios = np.array([1.5, 0.5, 1.1, 0.9])

@@ -105,6 +105,11 @@ ERROR_CASES = [
     ("ppo_discrete.py", ["--async-envs", "--capture-video"], "drop one of the two"),
     ("ppo_continuous.py", ["--cudagraphs"], "add --compile"),
     ("ppo_discrete.py", ["--compile", "--cudagraphs", "--no-cuda"], "--cudagraphs needs CUDA"),
+    ("ppo_continuous.py", ["--gamma", "1.5"], "--gamma must be between 0 and 1"),
+    ("ppo_discrete.py", ["--learning-rate", "-1"], "--learning-rate must be 0 or more"),
+    ("ppo_discrete.py", ["--max-grad-norm", "-1"], "--max-grad-norm must be above 0"),
+    ("ppo_continuous.py", ["--clip-obs", "-1"], "--clip-obs must be above 0"),
+    ("ppo_continuous.py", ["--eval-checkpoint", "a.pt", "--init-from", "b.pt"], "drop --resume and --init-from"),
 ]
 
 
