@@ -4,7 +4,9 @@
 
 Prints microseconds per call, each the median of 5 repeats, on one torch thread as the scripts use:
 1. The HalfCheetah vector env, one wrapper of `make_envs` added at a time (random actions).
-2. An env step alone and with the rollout's policy call between steps (shared caches).
+2. The rollout loop's two calls, each timed between calls of the other (they share the CPU's
+   caches): an env step, alone and between policy calls; a policy call between env steps, eager
+   and compiled (--compile).
 3. One policy call: torch.distributions (`get_action_and_value`) and the written-out rollout
    sampler (`sample_action_and_value`), for both scripts.
 4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
@@ -67,25 +69,31 @@ def env_layers():
 
 
 def env_with_policy():
-    print("2. HalfCheetah-v4 as make_envs builds it: us per env step, alone and between policy calls")
+    print("2. HalfCheetah-v4 as make_envs builds it, 1 env: us per env step and per policy call, in the loop")
     args = ppo_continuous.validate_args(ppo_continuous.Args(env_id="HalfCheetah-v4"))
     envs = ppo_continuous.make_envs(args)
     agent = ppo_continuous.Agent(17, 6)
+    torch._inductor.config.fallback_random = True  # as the scripts set it for --compile
+    policies = {"eager policy": agent.sample_action_and_value, "compiled policy": torch.compile(agent.sample_action_and_value)}
     observation, _ = envs.reset(seed=0)
-    for with_policy in (False, True):
-        env_seconds, steps = 0.0, 4000
+    for name, policy in [("random actions", None), *policies.items()]:
+        env_seconds, policy_seconds, steps = 0.0, 0.0, 4000
         obs = torch.as_tensor(observation, dtype=torch.float32)
-        for _ in range(steps):
-            if with_policy:
+        for step in range(-200, steps):  # 200 warm-up steps (and compiling) first
+            start = time.perf_counter()
+            if policy is not None:
                 with torch.inference_mode():
-                    action = agent.sample_action_and_value(obs)[0].numpy()
+                    action = policy(obs)[0].numpy()
             else:
                 action = np.random.uniform(-1, 1, (1, 6)).astype(np.float32)
-            start = time.perf_counter()
+            env_start = time.perf_counter()
             observation, *_ = envs.step(action)
-            env_seconds += time.perf_counter() - start
+            if step >= 0:
+                env_seconds += time.perf_counter() - env_start
+                policy_seconds += env_start - start
             obs = torch.as_tensor(observation, dtype=torch.float32)
-        print(f"   {'between policy calls' if with_policy else 'alone':28s} {env_seconds / steps * 1e6:7.1f}")
+        calls = f"   policy call {policy_seconds / steps * 1e6:7.1f}" if policy is not None else ""
+        print(f"   {'with ' + name:28s} env step {env_seconds / steps * 1e6:7.1f}{calls}")
     envs.close()
 
 
