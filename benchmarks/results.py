@@ -73,8 +73,8 @@ PUBLISHED_MEAN = {
 
 
 # Args fields that do not change what is learned: a finished run counts whatever they were
-NOT_TRAINING = {"exp_name", "cuda", "torch_threads", "async_envs", "capture_video", "backend", "save_model",
-                "checkpoint_every", "resume", "init_from", "eval_every", "eval_episodes", "eval_stochastic",
+NOT_TRAINING = {"exp_name", "cuda", "cudagraphs", "torch_threads", "async_envs", "capture_video", "backend",
+                "save_model", "checkpoint_every", "resume", "init_from", "eval_every", "eval_episodes", "eval_stochastic",
                 "eval_checkpoint"}  # fmt: skip
 
 
@@ -278,6 +278,8 @@ def machine() -> str:
 
 
 def write(summary: dict):
+    if not summary["results"]:  # e.g. runs/ moved away: keep the published results rather than blank them
+        sys.exit("no finished run of RUNS under runs/; benchmarks/results/ left as it was")
     OUT.mkdir(parents=True, exist_ok=True)
     lines = [
         f"Machine: {summary['machine']}.",
@@ -293,11 +295,12 @@ def write(summary: dict):
         if 0 < r["eval_seeds"] < len(r["seeds"]):
             eval_text += f" ({r['eval_seeds']} seeds)"
         wall = np.mean([run["wall_s"] for run in r["runs"]]) / 60
+        wall_text = f"{wall:.1f} min" if wall < 10 else f"{wall:.0f} min"  # a 30 s run is not "0 min"
         seeds = ", ".join(str(seed) for seed in r["seeds"])
         lines.append(
             f"| {r['env_id']} | {r['config']} | {r['total_timesteps'] / 1e6:g}M | {seeds} "
             f"| **{spread(r['return_mean'], r['return_std'], len(r['seeds']))}** | {eval_text} | {r['published']} "
-            f"| {wall:.0f} min |"
+            f"| {wall_text} |"
         )
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
     compact = {**summary, "results": [
