@@ -12,6 +12,14 @@ AGENTS = {"ppo_continuous": (11, 3), "ppo_discrete": (4, [2])}  # Agent(obs_dim,
 LOSSES = ["losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_compiles():
+    """Dynamo keeps each function's compiled versions across train() calls, and past its recompile
+    limit (8) runs the function eagerly with only a log line: a compiled test would then compare
+    the plain path with itself. Each test starts with none."""
+    torch._dynamo.reset()
+
+
 def logged(module, workdir, monkeypatch, **flags):
     workdir.mkdir()
     monkeypatch.chdir(workdir)
