@@ -4,6 +4,7 @@
 import ast
 import dataclasses
 import importlib
+import inspect
 import os
 import pickle
 import random
@@ -261,6 +262,15 @@ def check_spaces(env, env_id: str):
         fail(f"{env_id} has actions that start at {action_space.start}, not 0; wrap the env to shift them to 0")
 
 
+def check_env_kwargs(env, env_id: str, env_kwargs: dict):
+    """Text where the env's constructor defaults to a number or a flag (`g=abc`) would fail only at some step."""
+    defaults = {name: parameter.default for name, parameter in inspect.signature(type(env.unwrapped)).parameters.items()}
+    for key, value in env_kwargs.items():
+        expected = type(defaults.get(key))
+        if expected in (bool, int, float) and isinstance(value, str):
+            fail(f"--env-kwargs {key}={value}: {env_id} takes a {expected.__name__} for {key} (its default: {key}={defaults[key]})")
+
+
 def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None,
              trainer_pid: int | None = None):
     def thunk():
@@ -270,6 +280,7 @@ def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None =
         env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
         if idx == 0:
             check_spaces(env, env_id)
+            check_env_kwargs(env, env_id, env_kwargs)
         if film:
             env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=video_trigger)
         if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
