@@ -143,6 +143,23 @@ def test_video_without_moviepy_gives_one_line_error(script, tmp_path):
     assert "--capture-video needs moviepy" in result.stderr
 
 
+@pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
+def test_ctrl_c_before_training_stops_with_one_line(script, tmp_path):
+    """Ctrl-C before the training loop takes it over (here: while the envs are made) ends with a
+    line that says so, not a traceback."""
+    code = (
+        "import runpy, sys, gymnasium as gym\n"
+        "def ctrl_c(*args, **kwargs):\n    raise KeyboardInterrupt\n"
+        "gym.vector.SyncVectorEnv.__init__ = ctrl_c\n"
+        f"sys.argv = [{script!r}, '--no-cuda']\n"
+        f"runpy.run_path({str(REPO / script)!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "stopped by Ctrl-C"
+    assert not (tmp_path / "runs").exists()
+
+
 def test_video_without_a_renderer_gives_one_line_error(tmp_path):
     # an OpenGL backend that does not exist stands in for a machine with no renderer at all
     result = run_script("ppo_continuous.py", "--capture-video", cwd=tmp_path, env={"MUJOCO_GL": "nosuchgl"}, timeout=120)
