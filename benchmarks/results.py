@@ -72,8 +72,9 @@ PUBLISHED_MEAN = {
 }  # fmt: skip
 
 
-# Args fields that do not change what is learned: a finished run counts whatever they were
-NOT_TRAINING = {"exp_name", "cuda", "cudagraphs", "torch_threads", "async_envs", "capture_video", "backend",
+# Args fields that do not change what is learned (--compile: the same losses to ~1e-4): a finished run counts
+# whatever they were, and a resumed one saves this invocation's, not the row's
+NOT_TRAINING = {"exp_name", "cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "capture_video", "backend",
                 "save_model", "checkpoint_every", "resume", "init_from", "eval_every", "eval_episodes", "eval_stochastic",
                 "eval_checkpoint"}  # fmt: skip
 
@@ -190,7 +191,8 @@ def train_missing(only: set[str] | None, jobs: int):
                 claim.unlink(missing_ok=True)
                 continue
             if state:  # stopped with a checkpoint: go on from it, in its run directory
-                command = [sys.executable, script, "--resume", os.path.join(state[1], "checkpoint.pt")]
+                command = [sys.executable, script, "--resume", os.path.join(state[1], "checkpoint.pt"),
+                           *[flag for flag in flags if flag in ("--compile", "--async-envs")]]  # not restored by --resume
             else:
                 command = [sys.executable, script, *training_flags(env_id, seed, steps, flags),
                            "--exp-name", f"results-{config}", "--save-model", "--checkpoint-every", "25",
