@@ -106,7 +106,7 @@ class Args:
     checkpoint_every: int = 0
     """also update runs/{run_name}/checkpoint.pt every N iterations (0: off)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --cudagraphs, --torch-threads, --async-envs, --capture-video)"""
+    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --cudagraphs, --torch-threads, --async-envs, --capture-video, --backend)"""
     init_from: str | None = None
     """start a new run from this checkpoint's weights and normalization statistics (fine-tuning)"""
     eval_every: int = 0
@@ -134,6 +134,9 @@ def fail(message: str):
 
 def validate_args(args: Args) -> Args:
     """Check impossible settings once, right after parsing, and fill in the derived sizes."""
+    for name, value in vars(args).items():  # nan would pass every range check below
+        if isinstance(value, float) and np.isnan(value):
+            fail(f"--{name.replace('_', '-')} must be a number, got nan")
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps", "torch_threads",
                  "eval_episodes"):  # fmt: skip
         if getattr(args, name) < 1:
@@ -207,7 +210,7 @@ def parse_env_kwargs(pairs) -> dict:
             fail(f"--env-kwargs takes key=value pairs, got {pair!r}")
         try:
             kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError):
             kwargs[key] = value
         if key == "xml_file" and os.path.exists(value):
             kwargs[key] = os.path.abspath(value)  # gymnasium reads other relative paths from its own assets
@@ -263,12 +266,15 @@ def check_spaces(env, env_id: str):
 
 
 def check_env_kwargs(env, env_id: str, env_kwargs: dict):
-    """Text where the env's constructor defaults to a number or a flag (`g=abc`) would fail only at some step."""
+    """A value that cannot be what the env's constructor defaults to (`g=abc`, `frame_skip=2.5`) would fail only
+    at some step: refuse it now. None passes (some envs take None for a number)."""
     defaults = {name: parameter.default for name, parameter in inspect.signature(type(env.unwrapped)).parameters.items()}
+    fits = {bool: (bool, int), int: (int,), float: (int, float)}  # an int is a fine float, 0 or 1 a fine flag
     for key, value in env_kwargs.items():
         expected = type(defaults.get(key))
-        if expected in (bool, int, float) and isinstance(value, str):
-            fail(f"--env-kwargs {key}={value}: {env_id} takes a {expected.__name__} for {key} (its default: {key}={defaults[key]})")
+        if expected in fits and value is not None and not isinstance(value, fits[expected]):
+            fail(f"--env-kwargs {key}={value}: {env_id} takes {'an' if expected is int else 'a'} {expected.__name__} "
+                 f"for {key} (its default: {key}={defaults[key]})")  # fmt: skip
 
 
 def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None,
@@ -637,6 +643,12 @@ def check_checkpoint_fits(checkpoint: dict, path: str, envs, args: Args):
         if checkpoint["args"].get(name, False) != getattr(args, name, False):
             fail(f"checkpoint {path} was trained with {name}={checkpoint['args'].get(name, False)}; "
                  f"pass the same --{name.replace('_', '-')} setting")  # fmt: skip
+    try:
+        load_agent(checkpoint)
+    except RuntimeError as error:  # e.g. saved by an edited copy of the script, with other layers
+        lines = str(error).strip().splitlines()
+        fail(f"checkpoint {path} holds weights of another network ({lines[-1].strip().rstrip('.')}); "
+             f"load it with the script that saved it")  # fmt: skip
 
 
 def load_agent(checkpoint: dict) -> Agent:
@@ -653,7 +665,7 @@ def args_from_checkpoint(checkpoint: dict) -> Args:
 def evaluate_checkpoint(args: Args) -> np.ndarray:
     """`--eval-checkpoint PATH`: play --eval-episodes episodes with the saved policy and its frozen
     normalization statistics; trains nothing and writes no logs (videos only when asked)."""
-    args = validate_args(args)
+    args = validate_own_args(args)
     torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     checkpoint = load_checkpoint(args.eval_checkpoint)
@@ -775,13 +787,21 @@ class ProgressReporter:
 
 
 # flags that belong to one invocation, not to the run: --resume takes these from the command line
-RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "capture_video", "resume")
+RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "capture_video", "backend", "resume")
+
+
+def validate_own_args(args: Args) -> Args:
+    """--resume and --eval-checkpoint take the run's flags from its checkpoint: check only the ones this invocation
+    uses itself (the others are ignored, and --resume names them)."""
+    own = ("eval_checkpoint", "init_from", "eval_episodes", "eval_stochastic", "seed", *RUNTIME_FLAGS)
+    validate_args(dataclasses.replace(Args(), **{name: getattr(args, name) for name in own}))
+    return args
 
 
 def train(args: Args) -> dict:
     """Train an agent. Returns a summary: run name, global step, every episode's return, whether
     it was interrupted, the best eval return, the agent, its optimizer and normalization statistics."""
-    args = validate_args(args)
+    args = validate_own_args(args) if args.resume else validate_args(args)
     use_cuda = torch.cuda.is_available() and args.cuda
     device = torch.device("cuda" if use_cuda else "cpu")
 
@@ -799,6 +819,10 @@ def train(args: Args) -> dict:
     resumed = None
     if args.resume:  # the run's hyperparameters come from the checkpoint
         resumed = load_checkpoint(args.resume)
+        latest = os.path.join(os.path.dirname(os.path.abspath(args.resume)), "checkpoint.pt")
+        if os.path.exists(latest) and not os.path.samefile(latest, args.resume):  # e.g. best.pt, an earlier point
+            fail(f"--resume {args.resume} would rewind the run in {os.path.dirname(latest)} and overwrite its "
+                 f"checkpoint.pt; resume from that, or start a new run from {args.resume} with --init-from")  # fmt: skip
         saved_args = args_from_checkpoint(resumed)
         defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
         ignored = [name for name in Args.__dataclass_fields__ if name not in (*RUNTIME_FLAGS, *derived)

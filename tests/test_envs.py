@@ -183,10 +183,13 @@ def test_bad_env_kwargs_give_one_line_errors(tmp_path):
     result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs",
                         "xml_file=./missing.xml", *SMALL, cwd=tmp_path)  # fmt: skip
     one_line_error(result, "missing.xml")
-    # text where the env takes a number or a flag: gym.make accepts it, the first step would not
+    # a value that cannot be what the env takes: gym.make accepts it, the first step would not
     result = run_script("ppo_continuous.py", "--env-id", "Pendulum-v1", "--env-kwargs", "g=abc", *SMALL, cwd=tmp_path)
     one_line_error(result, "--env-kwargs g=abc: Pendulum-v1 takes a float for g (its default: g=10.0)")
     result = run_script("ppo_discrete.py", "--env-id", "CartPole-v1", "--env-kwargs", "sutton_barto_reward=yes",
                         *SMALL, cwd=tmp_path)  # fmt: skip
     one_line_error(result, "CartPole-v1 takes a bool for sutton_barto_reward")
+    result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", "frame_skip=2.5",
+                        *SMALL, cwd=tmp_path)  # fmt: skip
+    one_line_error(result, "InvertedPendulum-v5 takes an int for frame_skip (its default: frame_skip=2)")
     assert not (tmp_path / "runs").exists()

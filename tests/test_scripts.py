@@ -110,6 +110,16 @@ ERROR_CASES = [
     ("ppo_discrete.py", ["--max-grad-norm", "-1"], "--max-grad-norm must be above 0"),
     ("ppo_continuous.py", ["--clip-obs", "-1"], "--clip-obs must be above 0"),
     ("ppo_continuous.py", ["--eval-checkpoint", "a.pt", "--init-from", "b.pt"], "drop --resume and --init-from"),
+    ("ppo_discrete.py", ["--resume", "a.pt", "--init-from", "b.pt"], "pass only one of them"),
+    ("ppo_continuous.py", ["--learning-rate", "nan"], "--learning-rate must be a number, got nan"),  # passes every < and >
+    ("ppo_discrete.py", ["--clip-coef", "nan"], "--clip-coef must be a number, got nan"),
+    ("ppo_discrete.py", ["--gae-lambda", "-0.1"], "--gae-lambda must be between 0 and 1"),
+    ("ppo_continuous.py", ["--vf-coef", "-1"], "--vf-coef must be 0 or more"),
+    ("ppo_continuous.py", ["--target-kl", "0"], "--target-kl must be above 0"),
+    ("ppo_discrete.py", ["--clip-reward", "0"], "--clip-reward must be above 0"),
+    ("ppo_discrete.py", ["--update-epochs", "0"], "--update-epochs must be at least 1"),
+    ("ppo_continuous.py", ["--checkpoint-every", "-1"], "--checkpoint-every must be 0 (off) or more"),
+    ("ppo_discrete.py", ["--backend", "mpi"], "--backend must be gloo or nccl"),
 ]
 
 
