@@ -339,6 +339,8 @@ def check_video_support(args: Args):
         env.close()
     except Exception as error:  # any renderer failure (no GL, no pygame) ends the same way
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if args.env_kwargs and isinstance(error, (TypeError, ValueError)):  # the env's keywords, not the renderer
+            fail(f"cannot make {env_id} with --env-kwargs {' '.join(args.env_kwargs)}: {first_line}")
         fail(
             f"--capture-video cannot render {env_id}: {first_line}. On a headless machine set "
             f"MUJOCO_GL=egl (or osmesa); or run without --capture-video"
@@ -841,7 +843,8 @@ def train(args: Args) -> dict:
                  f"(torchrun --nproc-per-node {ranks}, or a plain python run for 1)")  # fmt: skip
         run_name = resumed["run_name"]
     else:
-        run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        env_name, exp_name = (name.replace("/", "-").replace(":", "-") for name in (args.env_id, args.exp_name))
+        run_name = f"{env_name}__{exp_name}__{args.seed}__{int(time.time())}"  # one folder under runs/
         if ddp:  # rank 0's clock names the run
             names = [run_name]
             dist.broadcast_object_list(names, src=0)
@@ -1164,7 +1167,7 @@ def train(args: Args) -> dict:
 
     if master_process and stop_requested:
         if checkpoints_on:
-            hint = f"resume with: python {os.path.basename(__file__)} --resume {checkpoint_path}"
+            hint = f"resume with: python {os.path.relpath(__file__)} --resume {checkpoint_path}"
         else:
             hint = "no checkpoint was saved (use --checkpoint-every N or --save-model to be able to resume)"
         print(f"stopped at step {global_step:,}; logs are in {run_dir}; {hint}", flush=True)

@@ -166,6 +166,8 @@ def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, asy
     run_dir = single_run_dir(tmp_path)
     path = run_dir / "checkpoint.pt"
     assert f"--resume {path.relative_to(tmp_path)}" in stdout
+    hinted_script = stdout.split("resume with: python ")[1].split(" --resume")[0]
+    assert (tmp_path / hinted_script).resolve() == REPO / script  # the command runs from here as printed
     checkpoint = module.load_checkpoint(str(path))
     assert 0 < checkpoint["global_step"] < 64 * 150  # stopped early, at an iteration boundary
     # TensorBoard was flushed up to the checkpoint

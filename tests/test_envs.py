@@ -192,4 +192,7 @@ def test_bad_env_kwargs_give_one_line_errors(tmp_path):
     result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", "frame_skip=2.5",
                         *SMALL, cwd=tmp_path)  # fmt: skip
     one_line_error(result, "InvertedPendulum-v5 takes an int for frame_skip (its default: frame_skip=2)")
+    result = run_script("ppo_discrete.py", "--env-id", "CartPole-v1", "--env-kwargs", "no_such_option=1",
+                        "--capture-video", *SMALL, cwd=tmp_path)  # the keyword is wrong, not the renderer
+    one_line_error(result, "cannot make CartPole-v1 with --env-kwargs no_such_option=1")
     assert not (tmp_path / "runs").exists()

@@ -176,6 +176,12 @@ def test_video_without_a_renderer_gives_one_line_error(tmp_path):
     assert_one_line_error(result, "--capture-video cannot render", tmp_path)
 
 
+def test_exp_name_with_a_slash_makes_one_run_folder(tiny_discrete, tmp_path):
+    result = run_script("ppo_discrete.py", *tiny_discrete, "--exp-name", "team/idea", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert single_run_dir(tmp_path).name.startswith("CartPole-v1__team-idea__1__")
+
+
 def test_importing_a_script_runs_nothing(tmp_path):
     code = f"import sys; sys.path.insert(0, {str(REPO)!r}); import ppo_continuous, ppo_discrete"
     imported = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=tmp_path, capture_output=True, text=True)
