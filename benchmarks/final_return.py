@@ -10,6 +10,7 @@ returns (the raw env reward, before normalization). Steps/s is the last `charts/
 import sys
 
 import numpy as np
+from results import training_seconds  # benchmarks/results.py: wall time without pauses between stop and resume
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -25,7 +26,7 @@ def summarize(run_dir: str) -> dict:
         "return_last100": float(np.mean(returns[-100:])),
         "return_last10": float(np.mean(returns[-10:])),
         "steps_per_s": sps[-1].value,
-        "wall_s": sps[-1].wall_time - sps[0].wall_time,
+        "wall_s": training_seconds(run_dir),
     }
 
 

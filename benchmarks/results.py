@@ -212,6 +212,21 @@ def train_missing(only: set[str] | None, jobs: int):
             claim.unlink(missing_ok=True)
 
 
+def training_seconds(run_dir: str) -> float:
+    """Wall time from the first to the last `charts/SPS` point of each session, added up: every start and every
+    --resume writes an events file of its own, so a pause between a stop and its resume does not count."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    seconds = 0.0
+    for events_file in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        accumulator = EventAccumulator(events_file, size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if "charts/SPS" in accumulator.Tags()["scalars"]:
+            sps = accumulator.Scalars("charts/SPS")
+            seconds += sps[-1].wall_time - sps[0].wall_time
+    return seconds
+
+
 def read_run(run_dir: str) -> dict:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -227,7 +242,7 @@ def read_run(run_dir: str) -> dict:
         "return_last100": float(np.mean([e.value for e in episodes[-100:]])),
         "eval_return": accumulator.Scalars("eval/episodic_return")[-1].value if "eval/episodic_return" in tags else None,
         "steps_per_s": sps[-1].value,
-        "wall_s": sps[-1].wall_time - sps[0].wall_time,
+        "wall_s": training_seconds(run_dir),
         "curve": [(e.step, e.value) for e in episodes],
     }
 
