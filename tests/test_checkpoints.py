@@ -118,6 +118,10 @@ def test_resume_continues_global_step_and_learning_rate(module, tmp_path, monkey
     # one point per iteration at the right global steps, and the same annealed learning rates
     assert [step for step, _ in scalars["charts/learning_rate"]] == [64, 128, 192, 256]
     assert scalars["charts/learning_rate"] == full_scalars["charts/learning_rate"]
+    # and that schedule is the linear one by hand: the initial rate x (1 - (iteration - 1) / 4)
+    initial = module.Args().learning_rate  # 3e-4 continuous, 2.5e-4 discrete (CleanRL's)
+    expected = [initial, initial * 3 / 4, initial / 2, initial / 4]
+    assert [value for _, value in scalars["charts/learning_rate"]] == pytest.approx(expected, rel=1e-6)
     assert module.load_checkpoint(path)["global_step"] == 256
 
 
