@@ -9,6 +9,7 @@ data (--num-envs is per rank), so perfect scaling doubles steps/s. Steps/s is th
 """
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -18,10 +19,16 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = [  # script, env id, steps per iteration and rank with default settings
-    ("ppo_discrete.py", "CartPole-v1", 4 * 128),
-    ("ppo_continuous.py", "HalfCheetah-v4", 1 * 2048),
-]
+CONFIGS = [("ppo_discrete.py", "CartPole-v1"), ("ppo_continuous.py", "HalfCheetah-v4")]
+
+
+def steps_per_iteration(script, env_id, extra):
+    """One rank's --num-envs x --num-steps, the extra flags included."""
+    import tyro
+
+    sys.path.insert(0, str(REPO))
+    args = tyro.cli(importlib.import_module(script[: -len(".py")]).Args, args=["--env-id", env_id, *extra])
+    return args.num_envs * args.num_steps
 
 
 def steps_per_second(script, env_id, ranks, total_timesteps, extra):
@@ -47,7 +54,8 @@ def main():
     options = parser.parse_args()
     print(f"| env | 1 process steps/s | {options.ranks} ranks steps/s | speed-up |")
     print("|---|---|---|---|")
-    for script, env_id, per_iteration in CONFIGS:
+    for script, env_id in CONFIGS:
+        per_iteration = steps_per_iteration(script, env_id, options.extra)
         single = steps_per_second(script, env_id, 1, options.iterations * per_iteration, options.extra)
         multi = steps_per_second(script, env_id, options.ranks, options.iterations * per_iteration * options.ranks,
                                  options.extra)  # fmt: skip
