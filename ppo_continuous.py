@@ -281,8 +281,9 @@ def check_env_kwargs(env, env_id: str, env_kwargs: dict):
 def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None,
              trainer_pid: int | None = None):
     def thunk():
-        if trainer_pid is not None and os.getpid() != trainer_pid:  # an --async-envs worker: Ctrl-C is for the
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # trainer to handle (finish the iteration, save)
+        if trainer_pid is not None and os.getpid() != trainer_pid:  # an --async-envs worker: Ctrl-C and SIGTERM
+            for sig in (signal.SIGINT, signal.SIGTERM):  # (sent to the whole process group) are for the trainer to
+                signal.signal(sig, signal.SIG_IGN)  # handle: finish the iteration, save, then close the workers
         film = video_folder is not None and idx == 0  # film sub-env 0 alone: the vector RecordVideo renders all
         env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
         if idx == 0:
@@ -1008,7 +1009,8 @@ def train(args: Args) -> dict:
         if stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt("stopped at once by a second Ctrl-C; logs up to the last iteration are flushed")
         stop_requested.append(signum)
-        progress.message("stopping after this iteration (Ctrl-C again to stop at once)")
+        how = "Ctrl-C again to stop at once" if signum == signal.SIGINT else "SIGTERM received"
+        progress.message(f"stopping after this iteration ({how})")
 
     handle_signals = threading.current_thread() is threading.main_thread()
     if handle_signals:
@@ -1159,7 +1161,10 @@ def train(args: Args) -> dict:
         progress.close()
         if writer is not None:
             writer.close()  # flushes the TensorBoard events, first: closing envs can fail (a dead --async-envs worker)
-        envs.close()
+        try:
+            envs.close()
+        except (EOFError, OSError) as error:  # an --async-envs worker killed from outside: nothing left to close
+            print(f"notice: an env worker had already stopped ({type(error).__name__})", file=sys.stderr, flush=True)
         if eval_envs is not None:
             eval_envs.close()
         if ddp:

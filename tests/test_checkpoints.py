@@ -144,10 +144,12 @@ def test_resume_restores_weights_optimizer_and_normalization(module, trained, tm
             torch.testing.assert_close(optimizer["state"][index][name], tensor, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("async_envs", [False, True], ids=["sync-envs", "async-envs"])
-def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, async_envs):
+@pytest.mark.parametrize(("async_envs", "sig"), [(False, signal.SIGINT), (True, signal.SIGINT), (True, signal.SIGTERM)],
+                         ids=["sync-envs", "async-envs", "async-envs-sigterm"])  # fmt: skip
+def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, async_envs, sig):
     """With --async-envs the signal goes to the whole process group, env workers included, as a
-    terminal's Ctrl-C does: the workers must leave it to the trainer."""
+    terminal's Ctrl-C does, or a cluster's SIGTERM when it preempts a job: the workers must leave
+    it to the trainer (killed, they would fail the iteration, or its closing)."""
     script = f"{module.__name__}.py"
     env_id = SETUPS[module.__name__][0]
     flags = ["--env-id", env_id, "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
@@ -161,12 +163,13 @@ def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, asy
     while not list((tmp_path / "runs").glob("*/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.05)
     if async_envs:
-        os.killpg(process.pid, signal.SIGINT)  # the process group: trainer and env workers
+        os.killpg(process.pid, sig)  # the process group: trainer and env workers
     else:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert "env worker had already stopped" not in stderr  # the workers lived to be closed
     run_dir = single_run_dir(tmp_path)
     path = run_dir / "checkpoint.pt"
     assert f"--resume {path.relative_to(tmp_path)}" in stdout
