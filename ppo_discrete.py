@@ -768,7 +768,7 @@ class ProgressReporter:
             left = (self.total - global_step) / max(sps, 1e-8)
             print(
                 f"step {global_step:,}/{self.total:,} ({100 * global_step / self.total:.0f}%)  {sps:,.0f} steps/s  "
-                f"return(last 20) {ret}  time left {time.strftime('%H:%M:%S', time.gmtime(left))}",
+                f"return(last 20) {ret}  time left {int(left) // 3600:02d}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}",
                 flush=True,
             )
 

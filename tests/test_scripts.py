@@ -1,4 +1,5 @@
 """Each script end to end, as a user runs it: logs, reproducibility, video and bad input."""
+import importlib
 import math
 import os
 import subprocess
@@ -202,3 +203,13 @@ def test_live_progress_bar_on_a_terminal(script, tmp_path):
     assert "Traceback" not in result.stdout
     assert "128/128 steps" in result.stdout  # the bar's own format, not the plain line's "step 128/128"
     assert "━" in result.stdout  # rich's bar
+
+
+@pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
+def test_plain_progress_line_counts_time_left_past_a_day(module_name, capsys):
+    """Without a terminal the console gets plain lines; 100,000 s left is 27 h 46 min 40 s (by hand),
+    not the clock time 03:46:40 that a time-of-day format would wrap to."""
+    module = importlib.import_module(module_name)
+    progress = module.ProgressReporter(total_timesteps=100_001, run_dir="runs/x", live=False)
+    progress.update(global_step=1, sps=1.0, recent_return=None)
+    assert "time left 27:46:40" in capsys.readouterr().out
