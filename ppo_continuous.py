@@ -323,15 +323,15 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
             envs.close()
             fail(f"--rescale-actions needs finite action bounds, but {args.env_id} has {space}")
         envs = gym.wrappers.vector.RescaleAction(envs, -1.0, 1.0)  # the policy acts in [-1, 1]
-    envs = gym.wrappers.vector.ClipAction(envs)  # detail 5: the env gets the clipped action
+    envs = gym.wrappers.vector.ClipAction(envs)  # continuous detail 5: the env gets the clipped action
     if args.norm_obs:
-        envs = gym.wrappers.vector.NormalizeObservation(envs)  # detail 6
-        envs = gym.wrappers.vector.TransformObservation(  # detail 7
+        envs = gym.wrappers.vector.NormalizeObservation(envs)  # continuous detail 6
+        envs = gym.wrappers.vector.TransformObservation(  # continuous detail 7
             envs, lambda obs: np.clip(obs, -args.clip_obs, args.clip_obs), envs.observation_space
         )
     if args.norm_reward:
-        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # detail 8
-        envs = gym.wrappers.vector.TransformReward(  # detail 9
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # continuous detail 8
+        envs = gym.wrappers.vector.TransformReward(  # continuous detail 9
             envs, lambda reward: np.clip(reward, -args.clip_reward, args.clip_reward)
         )
     return envs
@@ -371,7 +371,7 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 class Agent(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int):
         super().__init__()
-        # details 4 (continuous) and 13: separate 64-64 tanh MLPs for critic and actor
+        # continuous detail 4 and detail 13: separate 64-64 tanh MLPs for critic and actor
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_dim, 64)),
             nn.Tanh(),
@@ -386,7 +386,7 @@ class Agent(nn.Module):
             nn.Tanh(),
             layer_init(nn.Linear(64, action_dim), std=0.01),
         )
-        self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))  # detail 2: state-independent log std
+        self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))  # continuous detail 2: state-independent log std
 
     def get_value(self, x):
         return self.critic(x)
@@ -394,10 +394,10 @@ class Agent(nn.Module):
     def get_action_and_value(self, x, action=None):
         action_mean = self.actor_mean(x)
         action_std = self.actor_logstd.expand_as(action_mean).exp()
-        probs = Normal(action_mean, action_std, validate_args=False)  # detail 1; validation costs ~20% of a call
+        probs = Normal(action_mean, action_std, validate_args=False)  # continuous detail 1; validation costs ~20% of a call
         if action is None:
             action = probs.sample()
-        # detail 3: independent action dimensions, log-probs summed
+        # continuous detail 3: independent action dimensions, log-probs summed
         return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
 
     forward = get_action_and_value  # agent(x, action): the call torch.func.functional_call makes
@@ -412,7 +412,7 @@ class Agent(nn.Module):
         action = action_mean + action_std * torch.randn_like(action_mean)  # what Normal.sample() draws
         logprob = (-((action - action_mean) ** 2) / (2 * action_std**2) - action_std.log()
                    - math.log(math.sqrt(2 * math.pi)))  # what Normal.log_prob() computes, in its order
-        return action, logprob.sum(1), self.critic(x)  # detail 3: log-probs summed
+        return action, logprob.sum(1), self.critic(x)  # continuous detail 3: log-probs summed
 
     def act(self, x, deterministic: bool = True):
         """The action to evaluate with: the mean action, or a sample."""
@@ -1035,7 +1035,7 @@ def train(args: Args) -> dict:
                 with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
                     action, logprob, value = policy(next_obs)
                     values[step] = value.flatten()
-                actions[step] = action  # detail 5: store the unclipped sample
+                actions[step] = action  # continuous detail 5: store the unclipped sample
                 logprobs[step] = logprob
 
                 env_start = time.perf_counter()
@@ -1192,17 +1192,22 @@ def train(args: Args) -> dict:
     }
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
+def main(args: Args) -> int:
+    """Train, or evaluate a checkpoint; returns the exit status (130: stopped by Ctrl-C or SIGTERM)."""
     try:
         summary = evaluate_checkpoint(args) if args.eval_checkpoint else train(args)
     except KeyboardInterrupt as interrupt:  # a second Ctrl-C in training, or one before training starts
         raise SystemExit(str(interrupt) or "stopped by Ctrl-C")
-    exit_code = 130 if isinstance(summary, dict) and summary["interrupted"] else 0  # 130: stopped by Ctrl-C
+    exit_code = 130 if isinstance(summary, dict) and summary["interrupted"] else 0
     if int(os.environ.get("RANK", -1)) != -1:
         # under torchrun, skip the interpreter's teardown: gloo's threads can abort a rank there
         # (seen with torch 2.13: "terminate called without an active exception"); logs are closed
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(exit_code)
-    sys.exit(exit_code)
+    return exit_code
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    sys.exit(main(args))

@@ -1,4 +1,4 @@
-# PPO for discrete (Discrete) action spaces, e.g. CartPole. One self-contained file:
+# PPO for discrete (Discrete, MultiDiscrete) action spaces, e.g. CartPole. One self-contained file:
 # copy it to start your own research. Docs: README.md; the details follow Huang et al.,
 # "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
 import ast
@@ -317,13 +317,13 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
         fail(f"cannot make {args.env_id} with --env-kwargs {' '.join(args.env_kwargs)}: {error}")
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     if args.norm_obs:
-        envs = gym.wrappers.vector.NormalizeObservation(envs)  # detail 6
-        envs = gym.wrappers.vector.TransformObservation(  # detail 7
+        envs = gym.wrappers.vector.NormalizeObservation(envs)  # continuous detail 6
+        envs = gym.wrappers.vector.TransformObservation(  # continuous detail 7
             envs, lambda obs: np.clip(obs, -args.clip_obs, args.clip_obs), envs.observation_space
         )
     if args.norm_reward:
-        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # detail 8
-        envs = gym.wrappers.vector.TransformReward(  # detail 9
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)  # continuous detail 8
+        envs = gym.wrappers.vector.TransformReward(  # continuous detail 9
             envs, lambda reward: np.clip(reward, -args.clip_reward, args.clip_reward)
         )
     return envs
@@ -1192,17 +1192,22 @@ def train(args: Args) -> dict:
     }
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
+def main(args: Args) -> int:
+    """Train, or evaluate a checkpoint; returns the exit status (130: stopped by Ctrl-C or SIGTERM)."""
     try:
         summary = evaluate_checkpoint(args) if args.eval_checkpoint else train(args)
     except KeyboardInterrupt as interrupt:  # a second Ctrl-C in training, or one before training starts
         raise SystemExit(str(interrupt) or "stopped by Ctrl-C")
-    exit_code = 130 if isinstance(summary, dict) and summary["interrupted"] else 0  # 130: stopped by Ctrl-C
+    exit_code = 130 if isinstance(summary, dict) and summary["interrupted"] else 0
     if int(os.environ.get("RANK", -1)) != -1:
         # under torchrun, skip the interpreter's teardown: gloo's threads can abort a rank there
         # (seen with torch 2.13: "terminate called without an active exception"); logs are closed
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(exit_code)
-    sys.exit(exit_code)
+    return exit_code
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    sys.exit(main(args))
