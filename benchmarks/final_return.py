@@ -1,23 +1,26 @@
 """Print the final figures of finished runs, read from their TensorBoard event files.
 
     python benchmarks/final_return.py runs/CartPole-v1__ppo_discrete__1__1700000000 [more run dirs]
+    python benchmarks/final_return.py RUN_DIR --at 100000 200000   # also: the last 20 returns up to each step
 
 Final return is computed as CleanRL reports it: the mean of the last 100 training episodes'
 returns (the raw env reward, before normalization). Steps/s is the last `charts/SPS` value
-(global steps over wall time since training started).
+(global steps over wall time since training started). `--at` adds, for each step given, the mean
+of the last 20 episodes that ended at or before it (the console's "return(last 20)" at that point).
 """
 
-import sys
+import argparse
 
 import numpy as np
 from results import training_seconds  # benchmarks/results.py: wall time without pauses between stop and resume
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
-def summarize(run_dir: str) -> dict:
+def summarize(run_dir: str, at: tuple[int, ...] = ()) -> dict:
     accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     accumulator.Reload()
-    returns = [event.value for event in accumulator.Scalars("charts/episodic_return")]
+    episodes = accumulator.Scalars("charts/episodic_return")
+    returns = [event.value for event in episodes]
     sps = accumulator.Scalars("charts/SPS")
     return {
         "run": run_dir.rstrip("/").split("/")[-1],
@@ -27,16 +30,21 @@ def summarize(run_dir: str) -> dict:
         "return_last10": float(np.mean(returns[-10:])),
         "steps_per_s": sps[-1].value,
         "wall_s": training_seconds(run_dir),
+        "return_last20_at": {step: float(np.mean([e.value for e in episodes if e.step <= step][-20:])) for step in at},
     }
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit("usage: python benchmarks/final_return.py RUN_DIR [RUN_DIR ...]")
-    for run_dir in sys.argv[1:]:
-        s = summarize(run_dir)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--at", nargs="+", type=int, default=[], metavar="STEP")
+    cli = parser.parse_args()
+    for run_dir in cli.run_dirs:
+        s = summarize(run_dir, tuple(cli.at))
         print(
             f"{s['run']}: {s['global_step']:,} steps, {s['episodes']} episodes, "
             f"return (last 100 episodes) {s['return_last100']:.1f}, (last 10) {s['return_last10']:.1f}, "
             f"{s['steps_per_s']:,.0f} steps/s, {s['wall_s']:.0f} s"
         )
+        for step, value in s["return_last20_at"].items():
+            print(f"  at step {step:,}: return (last 20 episodes) {value:.1f}")

@@ -1,6 +1,7 @@
 """Where a step's time goes at CleanRL's defaults (one HalfCheetah env, four CartPole envs).
 
-    python benchmarks/overhead.py
+    python benchmarks/overhead.py        # every part
+    python benchmarks/overhead.py 5      # some parts
 
 Prints microseconds per call, each the median of 5 repeats, on one torch thread as the scripts use:
 1. The HalfCheetah vector env, one wrapper of `make_envs` added at a time (random actions).
@@ -13,7 +14,8 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
    (foreach) and gradient clipping.
 5. The whole minibatch update: eager, as the plain path runs it, and as --compile runs it, one
    graph (gradients by torch.func.grad, clipping, torch.optim's functional Adam). The scripts
-   build theirs inside train(); this is the same code, outside it.
+   build theirs inside train(); this is the same code, outside it. Also, LeanRL-style: the eager
+   update as written (backward, clipping, optimizer.step) inside torch.compile.
 6. GAE over a 2048-step rollout: compute_gae, and the step-by-step loop it replaced.
 """
 
@@ -150,26 +152,34 @@ def update_pieces():
 
 def whole_updates():
     """The scripts build their update inside train(); this is the same code, outside it."""
-    print("5. One whole minibatch update, us: eager (the plain path) and one compiled graph (--compile)")
+    print("5. One whole minibatch update, us: eager (the plain path), one compiled graph (--compile), LeanRL-style")
     for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
         args = module.validate_args(module.Args())
-        agents = [module.Agent(obs_dim, action_shape) for _ in range(2)]
-        agents[1].load_state_dict(agents[0].state_dict())
-        eager_agent, agent = agents
-        eager_optimizer = torch.optim.Adam(eager_agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
+        agents = [module.Agent(obs_dim, action_shape) for _ in range(3)]
+        for other in agents[1:]:
+            other.load_state_dict(agents[0].state_dict())
+        eager_agent, agent, leanrl_agent = agents
         optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, fused=True)
         for parameter in agent.parameters():
             optimizer.state[parameter] = {"step": torch.zeros(()), "exp_avg": torch.zeros_like(parameter),
                                           "exp_avg_sq": torch.zeros_like(parameter)}  # fmt: skip
 
-        def eager_update(mb_obs, mb_actions, *rest):
-            _, newlogprob, entropy, newvalue = eager_agent.get_action_and_value(mb_obs, mb_actions)
-            loss, stats = module.ppo_loss(newlogprob, entropy, newvalue, *rest, args)
-            eager_optimizer.zero_grad()
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(eager_agent.parameters(), args.max_grad_norm, foreach=True)
-            eager_optimizer.step()
-            return torch.cat([stats, grad_norm.detach().reshape(1)])
+        def plain_update(update_agent):
+            update_optimizer = torch.optim.Adam(update_agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
+
+            def update(mb_obs, mb_actions, *rest):
+                _, newlogprob, entropy, newvalue = update_agent.get_action_and_value(mb_obs, mb_actions)
+                loss, stats = module.ppo_loss(newlogprob, entropy, newvalue, *rest, args)
+                update_optimizer.zero_grad()
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(update_agent.parameters(), args.max_grad_norm, foreach=True)
+                update_optimizer.step()
+                return torch.cat([stats, grad_norm.detach().reshape(1)])
+
+            return update
+
+        eager_update = plain_update(eager_agent)
+        leanrl_update = torch.compile(plain_update(leanrl_agent))  # the eager step as written, inside torch.compile
 
         @torch.compile
         def compiled_update(lr, mb_obs, mb_actions, *rest):
@@ -194,7 +204,9 @@ def whole_updates():
             eager_update(*batch), compiled_update(lr, *batch)
         difference = max((p - q).abs().max().item() for p, q in zip(agent.parameters(), eager_agent.parameters()))
         eager, compiled = microseconds(lambda: eager_update(*batch)), microseconds(lambda: compiled_update(lr, *batch))
-        print(f"   {name:30s} eager {eager:6.1f}   compiled {compiled:6.1f}   "
+        leanrl_update(*batch)  # compiles
+        leanrl = microseconds(lambda: leanrl_update(*batch))
+        print(f"   {name:30s} eager {eager:6.1f}   compiled {compiled:6.1f}   LeanRL-style {leanrl:6.1f}   "
               f"(weights after 3 steps of each differ by at most {difference:.1e})")  # fmt: skip
 
 
@@ -223,9 +235,6 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     torch.manual_seed(0)
     np.random.seed(0)
-    env_layers()
-    env_with_policy()
-    policy_calls()
-    update_pieces()
-    whole_updates()
-    gae()
+    parts = [env_layers, env_with_policy, policy_calls, update_pieces, whole_updates, gae]
+    for number in sys.argv[1:] or range(1, len(parts) + 1):  # e.g. `overhead.py 5`: part 5 alone
+        parts[int(number) - 1]()
