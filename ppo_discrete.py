@@ -153,6 +153,8 @@ def validate_args(args: Args) -> Args:
     for name in ("clip_coef", "max_grad_norm", "clip_obs", "clip_reward", "target_kl"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:  # target_kl: None is off
             fail(f"--{name.replace('_', '-')} must be above 0, got {getattr(args, name)}")
+    if not 0 <= args.seed < 2**31:  # numpy's and gymnasium's seeds are 0 to 2**32 - 1; evaluation adds 100,000
+        fail(f"--seed must be between 0 and {2**31 - 1:,}, got {args.seed}")
     if args.resume and args.init_from:
         fail("--resume continues a run and --init-from starts a new one; pass only one of them")
     if args.eval_checkpoint and (args.resume or args.init_from):
@@ -189,6 +191,8 @@ def validate_args(args: Args) -> Args:
         fail("--cudagraphs needs CUDA (a GPU torch can use, and --cuda); drop it to run on CPU (--compile works there)")
     if args.backend not in (None, "gloo", "nccl"):
         fail(f"--backend must be gloo or nccl, got {args.backend!r}")
+    if args.backend == "nccl" and world_size > 1 and not (args.cuda and torch.cuda.is_available()):
+        fail("--backend nccl needs CUDA (a GPU torch can use, and --cuda); use --backend gloo on CPU")
     if args.capture_video:
         try:
             import moviepy  # noqa: F401
@@ -682,7 +686,8 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     check_checkpoint_fits(checkpoint, args.eval_checkpoint, envs, saved_args)
     set_normalization(envs, checkpoint["normalization"], freeze=True)
     agent = load_agent(checkpoint).to(device)
-    returns = evaluate(agent, envs, not args.eval_stochastic, args.seed, device)
+    # the episodes a run of this --seed evaluates on with --eval-every: best.pt's return is reproduced
+    returns = evaluate(agent, envs, not args.eval_stochastic, args.seed + 100_000, device)
     envs.close()
     mode = "stochastic" if args.eval_stochastic else "deterministic"
     print(

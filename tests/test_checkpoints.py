@@ -292,14 +292,18 @@ def test_init_from_starts_a_new_run_from_saved_weights_and_statistics(tmp_path, 
 
 def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(module, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    summary = module.train(tiny_args(module, total_timesteps=3 * 64, eval_every=1, eval_episodes=2))
+    summary = module.train(tiny_args(module, total_timesteps=3 * 64, eval_every=1, eval_episodes=2, seed=7))
     scalars = read_scalars(tmp_path / "runs" / summary["run_name"])
     means = [value for _, value in scalars["eval/episodic_return"]]
     assert [step for step, _ in scalars["eval/episodic_return"]] == [64, 128, 192]
     assert len(scalars["eval/episodic_return_std"]) == 3
-    best = module.load_checkpoint(f"runs/{summary['run_name']}/best.pt")
+    best_path = f"runs/{summary['run_name']}/best.pt"
+    best = module.load_checkpoint(best_path)
     assert best["best_eval_return"] == pytest.approx(max(means))
     assert best["global_step"] == 64 * (1 + int(np.argmax(means)))
+    # --eval-checkpoint with the run's --seed plays the same episodes: best.pt's return, reproduced
+    returns = module.evaluate_checkpoint(module.Args(eval_checkpoint=best_path, eval_episodes=2, seed=7, cuda=False))
+    assert returns.mean() == pytest.approx(best["best_eval_return"], rel=1e-6)
 
 
 def test_standalone_evaluation_prints_mean_and_std_and_trains_nothing(module, trained, tmp_path):

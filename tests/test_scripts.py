@@ -121,6 +121,9 @@ ERROR_CASES = [
     ("ppo_discrete.py", ["--update-epochs", "0"], "--update-epochs must be at least 1"),
     ("ppo_continuous.py", ["--checkpoint-every", "-1"], "--checkpoint-every must be 0 (off) or more"),
     ("ppo_discrete.py", ["--backend", "mpi"], "--backend must be gloo or nccl"),
+    ("ppo_continuous.py", ["--seed", "-1"], "--seed must be between 0 and"),
+    ("ppo_discrete.py", ["--seed", "4294967296"], "--seed must be between 0 and"),
+    ("ppo_discrete.py", ["--eval-checkpoint", "a.pt", "--seed", "-3"], "--seed must be between 0 and"),
 ]
 
 
@@ -141,6 +144,12 @@ def test_cudagraphs_under_torchrun_gives_one_line_error(tmp_path):
     # torchrun's WORLD_SIZE is what the check reads; it fails before any process group is made
     result = run_script("ppo_continuous.py", "--compile", "--cudagraphs", cwd=tmp_path, env={"WORLD_SIZE": "2"})
     assert_one_line_error(result, "--cudagraphs is not supported under torchrun", tmp_path)
+
+
+def test_nccl_without_cuda_under_torchrun_gives_one_line_error(tmp_path):
+    # torchrun's WORLD_SIZE is what the check reads; it fails before any process group is made
+    result = run_script("ppo_discrete.py", "--backend", "nccl", "--no-cuda", cwd=tmp_path, env={"WORLD_SIZE": "2"})
+    assert_one_line_error(result, "--backend nccl needs CUDA", tmp_path)
 
 
 @pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
