@@ -10,6 +10,8 @@ of the last 20 episodes that ended at or before it (the console's "return(last 2
 """
 
 import argparse
+import glob
+import os
 
 import numpy as np
 from results import training_seconds  # benchmarks/results.py: wall time without pauses between stop and resume
@@ -17,6 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 
 def summarize(run_dir: str, at: tuple[int, ...] = ()) -> dict:
+    if not glob.glob(os.path.join(run_dir, "events.out.tfevents.*")):
+        raise SystemExit(f"error: {run_dir} holds no TensorBoard events; pass a run directory under runs/")
     accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     accumulator.Reload()
     episodes = accumulator.Scalars("charts/episodic_return")
@@ -30,7 +34,7 @@ def summarize(run_dir: str, at: tuple[int, ...] = ()) -> dict:
         "return_last10": float(np.mean(returns[-10:])),
         "steps_per_s": sps[-1].value,
         "wall_s": training_seconds(run_dir),
-        "return_last20_at": {step: float(np.mean([e.value for e in episodes if e.step <= step][-20:])) for step in at},
+        "return_last20_at": {step: [e.value for e in episodes if e.step <= step][-20:] for step in at},
     }
 
 
@@ -46,5 +50,5 @@ if __name__ == "__main__":
             f"return (last 100 episodes) {s['return_last100']:.1f}, (last 10) {s['return_last10']:.1f}, "
             f"{s['steps_per_s']:,.0f} steps/s, {s['wall_s']:.0f} s"
         )
-        for step, value in s["return_last20_at"].items():
-            print(f"  at step {step:,}: return (last 20 episodes) {value:.1f}")
+        for step, returns in s["return_last20_at"].items():
+            print(f"  at step {step:,}: " + (f"return (last 20 episodes) {np.mean(returns):.1f}" if returns else "no episode yet"))

@@ -110,7 +110,11 @@ def run_state(script: str, env_id: str, config: str, seed: int, steps: int, flag
         path = os.path.join(run_dir, "checkpoint.pt")
         if not os.path.exists(path):
             continue
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated, corrupt: not a run to count or resume
+            print(f"skipping {run_dir}: its checkpoint.pt does not load ({type(error).__name__})", flush=True)
+            continue
         if not same_training(checkpoint["args"], expected):
             continue
         if checkpoint["iteration"] == checkpoint["args"]["num_iterations"]:
@@ -213,8 +217,9 @@ def train_missing(only: set[str] | None, jobs: int):
 
 
 def training_seconds(run_dir: str) -> float:
-    """Wall time from the first to the last `charts/SPS` point of each session, added up: every start and every
-    --resume writes an events file of its own, so a pause between a stop and its resume does not count."""
+    """Wall time of each session, from its TensorBoard log's creation (before the first iteration, so warm-up and
+    --compile's compiling count) to its last `charts/SPS` point, added up: every start and every --resume writes
+    an events file of its own, so a pause between a stop and its resume does not count."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     seconds = 0.0
@@ -223,7 +228,7 @@ def training_seconds(run_dir: str) -> float:
         accumulator.Reload()
         if "charts/SPS" in accumulator.Tags()["scalars"]:
             sps = accumulator.Scalars("charts/SPS")
-            seconds += sps[-1].wall_time - sps[0].wall_time
+            seconds += sps[-1].wall_time - accumulator.FirstEventTimestamp()
     return seconds
 
 
@@ -264,8 +269,14 @@ def collect() -> dict:
     for script, env_id, config, seeds, steps, flags in RUNS:
         states = [run_state(script, env_id, config, seed, steps, flags) for seed in seeds]
         finished = [state for state in states if state and state[0] == "finished"]
-        runs = [{**read_run(run_dir), "seed": checkpoint["args"]["seed"]} for _, run_dir, checkpoint in finished]
+        runs = []
+        for _, run_dir, checkpoint in finished:
+            try:
+                runs.append({**read_run(run_dir), "seed": checkpoint["args"]["seed"]})
+            except (KeyError, IndexError) as error:  # a finished checkpoint without its TensorBoard events
+                print(f"skipping {run_dir}: its TensorBoard events lack {error}", flush=True)
         if not runs:
+            print(f"no finished run of {env_id} {config}: its row is left out", flush=True)
             continue
         grid = np.linspace(0, steps, 101)[1:]
         curves = [smoothed_curve(r["curve"], grid) for r in runs]
@@ -372,6 +383,9 @@ if __name__ == "__main__":
     options = parser.parse_args()
     if options.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {options.jobs}")
+    unknown = sorted(set(options.only or []) - {env_id for _, env_id, *_ in RUNS})
+    if unknown:
+        parser.error(f"--only: no runs of {' '.join(unknown)}; choose from {' '.join(sorted({r[1] for r in RUNS}))}")
     if not options.collect:
         train_missing(set(options.only) if options.only else None, options.jobs)
     write(collect())

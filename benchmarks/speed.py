@@ -104,8 +104,12 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for name in options.configs:
         with tempfile.TemporaryDirectory() as workdir:  # the run's logs go there
-            output = subprocess.run([sys.executable, __file__, "--one", name, f"--extra={options.extra}"],
-                                    capture_output=True, text=True, cwd=workdir, check=True).stdout  # fmt: skip
+            result = subprocess.run([sys.executable, __file__, "--one", name, f"--extra={options.extra}"],
+                                    capture_output=True, text=True, cwd=workdir)  # fmt: skip
+        if result.returncode != 0:  # e.g. the script's one-line error for a bad --extra flag
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            raise SystemExit(f"{name} failed: {errors[-1] if errors else result.stderr[-3000:]}")
+        output = result.stdout
         r = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
         share = {key: 100 * r[key] / r["total_s"] for key in ("env_s", "rollout_other_s", "update_s")}
         memory = f"{r['rss_mib']:,.0f} MiB" + (f" (GPU {r['gpu_mib']:,.0f} MiB)" if "gpu_mib" in r else "")
