@@ -387,5 +387,8 @@ if __name__ == "__main__":
     if unknown:
         parser.error(f"--only: no runs of {' '.join(unknown)}; choose from {' '.join(sorted({r[1] for r in RUNS}))}")
     if not options.collect:
-        train_missing(set(options.only) if options.only else None, options.jobs)
+        try:
+            train_missing(set(options.only) if options.only else None, options.jobs)
+        except KeyboardInterrupt:  # the trainings got it too, and saved a checkpoint each
+            raise SystemExit("stopped by Ctrl-C; run the same command again to go on where the runs stopped")
     write(collect())
