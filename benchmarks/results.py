@@ -133,12 +133,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def write_claim(claim: Path, pid: int, replace: bool) -> None:
+    """Give the claim file its pid at once, never empty for a moment (another invocation reading an
+    empty claim would take it as stale): written aside, then linked (fails if it exists) or replaced."""
+    aside = claim.with_name(f"{claim.name}.{os.getpid()}.tmp")
+    aside.write_text(str(pid))
+    try:
+        if replace:
+            os.replace(aside, claim)
+        else:
+            os.link(aside, claim)
+    finally:
+        aside.unlink(missing_ok=True)
+
+
 def take_claim(claim: Path) -> bool:
     """Claim a run for this invocation: a file holding the pid of whoever trains it. A claim whose
     process is gone (an invocation or training killed) is stale and taken over."""
     for _ in range(2):
         try:
-            descriptor = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            write_claim(claim, os.getpid(), replace=False)
         except FileExistsError:
             try:
                 owner = int(claim.read_text().strip() or 0)
@@ -148,8 +162,6 @@ def take_claim(claim: Path) -> bool:
                 return False
             claim.unlink(missing_ok=True)  # stale
             continue
-        os.write(descriptor, str(os.getpid()).encode())
-        os.close(descriptor)
         return True
     return False
 
@@ -205,7 +217,7 @@ def train_missing(only: set[str] | None, jobs: int):
             print(f"{time.strftime('%H:%M:%S')} {description}: {' '.join(command[1:])}", flush=True)
             with open(log, "a") as log_file:
                 process = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
-            claim.write_text(str(process.pid))  # the training owns the claim, also if this invocation dies
+            write_claim(claim, process.pid, replace=True)  # the training owns the claim, also if this invocation dies
             running.append((process, claim, log, description))
         while running:
             time.sleep(1)
