@@ -806,9 +806,10 @@ def validate_own_args(args: Args) -> Args:
     return args
 
 
-def train(args: Args) -> dict:
+def train(args: Args, given: frozenset = frozenset()) -> dict:
     """Train an agent. Returns a summary: run name, global step, every episode's return, whether
-    it was interrupted, the best eval return, the agent, its optimizer and normalization statistics."""
+    it was interrupted, the best eval return, the agent, its optimizer and normalization statistics.
+    `given`: the flags named on the command line, so that --resume names one ignored at its default value too."""
     args = validate_own_args(args) if args.resume else validate_args(args)
     use_cuda = torch.cuda.is_available() and args.cuda
     device = torch.device("cuda" if use_cuda else "cpu")
@@ -834,7 +835,8 @@ def train(args: Args) -> dict:
         saved_args = args_from_checkpoint(resumed)
         defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
         ignored = [name for name in Args.__dataclass_fields__ if name not in (*RUNTIME_FLAGS, *derived)
-                   and getattr(args, name) not in (getattr(defaults, name), getattr(saved_args, name))]  # fmt: skip
+                   and getattr(args, name) != getattr(saved_args, name)
+                   and (name in given or getattr(args, name) != getattr(defaults, name))]  # fmt: skip
         if ignored and master_process:  # a flag given to change the run would otherwise vanish without a word
             given = ", ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ignored)
             print(f"notice: --resume continues the run with its saved flags; ignoring {given} "
@@ -1199,8 +1201,10 @@ def train(args: Args) -> dict:
 
 def main(args: Args) -> int:
     """Train, or evaluate a checkpoint; returns the exit status (130: stopped by Ctrl-C or SIGTERM)."""
+    given = {token[2:].split("=")[0].replace("-", "_") for token in sys.argv[1:] if token.startswith("--")}
+    given |= {name[len("no_"):] for name in given if name.startswith("no_")}  # --no-anneal-lr: anneal_lr
     try:
-        summary = evaluate_checkpoint(args) if args.eval_checkpoint else train(args)
+        summary = evaluate_checkpoint(args) if args.eval_checkpoint else train(args, frozenset(given))
     except KeyboardInterrupt as interrupt:  # a second Ctrl-C in training, or one before training starts
         raise SystemExit(str(interrupt) or "stopped by Ctrl-C")
     exit_code = 130 if isinstance(summary, dict) and summary["interrupted"] else 0

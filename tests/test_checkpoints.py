@@ -359,6 +359,10 @@ def test_resume_names_the_flags_it_ignores(module, trained, capsys):
     assert len(notices) == 1 and "--total-timesteps 4096, --learning-rate 0.5" in notices[0], notices
     module.train(tiny_args(module, resume=str(path), backend="gloo"))  # the run's own flags, and runtime ones
     assert "ignoring" not in capsys.readouterr().out
+    # a flag given at its default value (500,000 steps) looks like one not given, unless the command line says so
+    module.train(tiny_args(module, resume=str(path), total_timesteps=500_000), given=frozenset({"total_timesteps"}))
+    notices = [line for line in capsys.readouterr().out.splitlines() if "ignoring" in line]
+    assert len(notices) == 1 and "--total-timesteps 500000" in notices[0], notices
     # flags that are ignored are not checked either: 64 steps do not divide into 3 minibatches
     module.train(tiny_args(module, resume=str(path), num_minibatches=3))
     assert "ignoring --num-minibatches 3" in capsys.readouterr().out
