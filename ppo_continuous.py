@@ -156,7 +156,7 @@ def validate_args(args: Args) -> Args:
     for name in ("clip_coef", "max_grad_norm", "clip_obs", "clip_reward", "target_kl"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:  # target_kl: None is off
             fail(f"--{name.replace('_', '-')} must be above 0, got {getattr(args, name)}")
-    if not 0 <= args.seed < 2**31:  # numpy's and gymnasium's seeds are 0 to 2**32 - 1; evaluation adds 100,000
+    if not 0 <= args.seed < 2**31:  # numpy's and gymnasium's seeds are 0 to 2**32 - 1; evaluation adds to it
         fail(f"--seed must be between 0 and {2**31 - 1:,}, got {args.seed}")
     if args.resume and args.init_from:
         fail("--resume continues a run and --init-from starts a new one; pass only one of them")
@@ -542,6 +542,9 @@ def set_normalization(envs, state: dict, freeze: bool = False):
             wrapper.update_running_mean = False
 
 
+EVAL_SEED_OFFSET = 100_000  # evaluation episodes are seeded from --seed + this, apart from the training envs'
+
+
 def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
     """Play one episode in every sub-env of `envs`; returns their raw returns.
 
@@ -686,7 +689,7 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     set_normalization(envs, checkpoint["normalization"], freeze=True)
     agent = load_agent(checkpoint).to(device)
     # the episodes a run of this --seed evaluates on with --eval-every: best.pt's return is reproduced
-    returns = evaluate(agent, envs, not args.eval_stochastic, args.seed + 100_000, device)
+    returns = evaluate(agent, envs, not args.eval_stochastic, args.seed + EVAL_SEED_OFFSET, device)
     envs.close()
     mode = "stochastic" if args.eval_stochastic else "deterministic"
     print(
@@ -1135,7 +1138,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
 
             if eval_envs is not None and (iteration % args.eval_every == 0 or iteration == args.num_iterations):
                 set_normalization(eval_envs, get_normalization(envs), freeze=True)  # a frozen copy
-                eval_returns = evaluate(agent, eval_envs, not args.eval_stochastic, args.seed + 100_000, device)
+                eval_returns = evaluate(agent, eval_envs, not args.eval_stochastic, args.seed + EVAL_SEED_OFFSET, device)
                 writer.add_scalar("eval/episodic_return", eval_returns.mean(), global_step)
                 writer.add_scalar("eval/episodic_return_std", eval_returns.std(), global_step)
                 if best_eval_return is None or eval_returns.mean() > best_eval_return:
