@@ -48,6 +48,12 @@ class Args:
     """with --compile on a GPU: replay each compiled graph as one CUDA graph (torch.compile's mode="reduce-overhead"), one launch instead of one per kernel; not yet run on a GPU here"""
     async_envs: bool = False
     """step the envs in subprocesses (gymnasium's AsyncVectorEnv), one per env: pays when steps are slow and cores spare"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (mirrors the TensorBoard logs; needs `pip install wandb`)"""
+    wandb_project_name: str = "cleanRL"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
     capture_video: bool = False
     """whether to capture videos of the agent (sub-env 0) to the `videos/{run_name}` folder"""
     backend: str | None = None
@@ -109,7 +115,7 @@ class Args:
     checkpoint_every: int = 0
     """also update runs/{run_name}/checkpoint.pt every N iterations (0: off)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --cudagraphs, --torch-threads, --async-envs, --capture-video, --backend)"""
+    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --cudagraphs, --torch-threads, --async-envs, --track and the wandb flags, --capture-video, --backend)"""
     init_from: str | None = None
     """start a new run from this checkpoint's weights and normalization statistics (fine-tuning)"""
     eval_every: int = 0
@@ -196,6 +202,11 @@ def validate_args(args: Args) -> Args:
         fail(f"--backend must be gloo or nccl, got {args.backend!r}")
     if args.backend == "nccl" and world_size > 1 and not (args.cuda and torch.cuda.is_available()):
         fail("--backend nccl needs CUDA (a GPU torch can use, and --cuda); use --backend gloo on CPU")
+    if args.track:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            fail("--track logs to Weights & Biases, which needs wandb: `pip install wandb`, or run without --track")
     if args.capture_video:
         try:
             import moviepy  # noqa: F401
@@ -797,7 +808,8 @@ class ProgressReporter:
 
 
 # flags that belong to one invocation, not to the run: --resume takes these from the command line
-RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "capture_video", "backend", "resume")
+RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "track", "wandb_project_name",
+                 "wandb_entity", "capture_video", "backend", "resume")
 
 
 def validate_own_args(args: Args) -> Args:
@@ -914,8 +926,19 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     # a resumed run goes on in the checkpoint's own run directory, wherever it is started from
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if resumed is not None else f"runs/{run_name}"
     checkpoint_path, best_path = f"{run_dir}/checkpoint.pt", f"{run_dir}/best.pt"
-    writer = None
+    writer, wandb_run = None, None
     if master_process:
+        if args.track:  # before the SummaryWriter exists, so that wandb mirrors what it writes
+            import wandb
+
+            try:  # the run name as id: a resumed run goes on in the same W&B run
+                wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                                       id=run_name, resume="allow", config=vars(args), sync_tensorboard=True,
+                                       save_code=True)  # fmt: skip
+            except Exception as error:  # not logged in, no network, a name W&B refuses...
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                fail(f"--track: wandb could not start ({reason}); log in with `wandb login`, "
+                     f"set WANDB_MODE=offline, or run without --track")  # fmt: skip
         os.makedirs(run_dir, exist_ok=True)
         # on resume, drop any events logged after the checkpoint by the run that stopped
         writer = SummaryWriter(run_dir, purge_step=global_step + 1 if resumed is not None else None)
@@ -1177,6 +1200,10 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
             print(f"notice: an env worker had already stopped ({type(error).__name__})", file=sys.stderr, flush=True)
         if eval_envs is not None:
             eval_envs.close()
+        if wandb_run is not None:  # after the envs, which write the last video as they close
+            if capture_video:  # as files: wandb's monitor_gym breaks on gymnasium 1.x's RecordVideo
+                wandb_run.save(f"{video_folder}/*.mp4", base_path="videos", policy="now")
+            wandb_run.finish(exit_code=130 if stop_requested else 0)  # uploads the last of the mirrored logs
         if ddp:
             dist.destroy_process_group()
 
