@@ -19,6 +19,7 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
 6. GAE over a 2048-step rollout: compute_gae, and the step-by-step loop it replaced.
 """
 
+import argparse
 import statistics
 import sys
 import time
@@ -232,9 +233,12 @@ def gae():
 
 
 if __name__ == "__main__":
+    parts = [env_layers, env_with_policy, policy_calls, update_pieces, whole_updates, gae]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="*", type=int, choices=range(1, len(parts) + 1), metavar="PART",
+                        help=f"the parts to run, 1 to {len(parts)} (default: all)")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     np.random.seed(0)
-    parts = [env_layers, env_with_policy, policy_calls, update_pieces, whole_updates, gae]
-    for number in sys.argv[1:] or range(1, len(parts) + 1):  # e.g. `overhead.py 5`: part 5 alone
-        parts[int(number) - 1]()
+    for number in parser.parse_args().parts or range(1, len(parts) + 1):  # e.g. `overhead.py 5`: part 5 alone
+        parts[number - 1]()
