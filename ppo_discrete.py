@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering, unless the user chose
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (CartPole...) renders off-screen without the
+    # error line SDL prints while it looks for a display ("error: XDG_RUNTIME_DIR is invalid or not set")
 
 import gymnasium as gym
 import numpy as np
@@ -124,12 +126,12 @@ class Args:
     eval_checkpoint: str | None = None
     """evaluate this checkpoint (on the env and with the env flags it was trained with) for --eval-episodes episodes, print mean and std, and exit without training"""
 
-    # to be filled in runtime
-    batch_size: int = 0
+    # to be filled in runtime, from the flags above (so not flags themselves)
+    batch_size: tyro.conf.Suppress[int] = 0
     """the batch size, all ranks together (computed in runtime)"""
-    minibatch_size: int = 0
+    minibatch_size: tyro.conf.Suppress[int] = 0
     """the mini-batch size, all ranks together (computed in runtime)"""
-    num_iterations: int = 0
+    num_iterations: tyro.conf.Suppress[int] = 0
     """the number of iterations (computed in runtime)"""
 
 
@@ -229,6 +231,8 @@ def parse_env_kwargs(pairs) -> dict:
             kwargs[key] = value
         if key == "xml_file" and os.path.exists(value):
             kwargs[key] = os.path.abspath(value)  # gymnasium reads other relative paths from its own assets
+        elif key == "xml_file" and os.sep in value and not os.path.isabs(value):  # not a file of gymnasium's assets
+            fail(f"--env-kwargs xml_file={value}: no such file here ({os.getcwd()}); give the path of a MuJoCo XML file")
     return kwargs
 
 
@@ -632,7 +636,9 @@ def load_checkpoint(path: str) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        fail(f"checkpoint {path} does not exist; pass a checkpoint.pt or best.pt from a run directory under runs/")
+        fail(f"checkpoint {path} does not exist; pass a checkpoint file, e.g. runs/{{run_name}}/checkpoint.pt")
+    except IsADirectoryError:
+        fail(f"checkpoint {path} is a directory; pass a checkpoint file in it, e.g. {os.path.join(path, 'checkpoint.pt')}")
     except pickle.UnpicklingError as error:
         if "global" in str(error).lower():  # weights_only met a class or function it will not import
             fail(f"checkpoint {path} was refused: it holds pickled objects that could run code when loaded; "
@@ -761,7 +767,8 @@ class ProgressReporter:
         self.bar = None
         if quiet:  # ranks other than 0 under torchrun
             return
-        print(f"run {os.path.basename(run_dir)}: logs in {run_dir} (`tensorboard --logdir runs`)", flush=True)
+        logdir = os.path.relpath(os.path.dirname(os.path.abspath(run_dir)))  # runs/, or a resumed run's folder
+        print(f"run {os.path.basename(run_dir)}: logs in {run_dir} (`tensorboard --logdir {logdir}`)", flush=True)
         if live:
             try:
                 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -844,9 +851,13 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     if args.resume:  # the run's hyperparameters come from the checkpoint
         resumed = load_checkpoint(args.resume)
         latest = os.path.join(os.path.dirname(os.path.abspath(args.resume)), "checkpoint.pt")
-        if os.path.exists(latest) and not os.path.samefile(latest, args.resume):  # e.g. best.pt, an earlier point
-            fail(f"--resume {args.resume} would rewind the run in {os.path.dirname(latest)} and overwrite its "
-                 f"checkpoint.pt; resume from that, or start a new run from {args.resume} with --init-from")  # fmt: skip
+        # best.pt, or a copy beside checkpoint.pt, is an earlier point of the run: going on from it would drop
+        # the run's logs after that point and overwrite its checkpoint.pt
+        beside_latest = os.path.exists(latest) and not os.path.samefile(latest, args.resume)
+        if beside_latest or os.path.basename(args.resume) == "best.pt":
+            fail(f"--resume {args.resume} would rewind the run in {os.path.dirname(latest)} to step "
+                 f"{resumed['global_step']:,} and drop its logs after that; resume from the run's latest checkpoint.pt, "
+                 f"or start a new run from {args.resume} with --init-from")  # fmt: skip
         saved_args = args_from_checkpoint(resumed)
         defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
         ignored = [name for name in Args.__dataclass_fields__ if name not in (*RUNTIME_FLAGS, *derived)
@@ -902,6 +913,9 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
         check_checkpoint_fits(source, args.init_from, envs, args)
         agent.load_state_dict(source["agent"])
         set_normalization(envs, source["normalization"])
+        if master_process:
+            print(f"starting from the weights and normalization statistics of {args.init_from} "
+                  f"({source['run_name']}, step {source['global_step']:,})", flush=True)  # fmt: skip
     if resumed is not None:
         check_checkpoint_fits(resumed, args.resume, envs, args)
         agent.load_state_dict(resumed["agent"])
@@ -1209,7 +1223,12 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
 
     if master_process and stop_requested:
         if checkpoints_on:
-            hint = f"resume with: python {os.path.relpath(__file__)} --resume {checkpoint_path}"
+            launcher = "python"
+            if ddp:  # a multi-rank run resumes with as many ranks
+                one_machine = int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) == world_size
+                launcher = (f"torchrun --standalone --nproc-per-node {world_size}" if one_machine
+                            else f"torchrun <this run's launch options, {world_size} ranks>")  # fmt: skip
+            hint = f"resume with: {launcher} {os.path.relpath(__file__)} --resume {checkpoint_path}"
         else:
             hint = "no checkpoint was saved (use --checkpoint-every N or --save-model to be able to resume)"
         print(f"stopped at step {global_step:,}; logs are in {run_dir}; {hint}", flush=True)

@@ -248,6 +248,7 @@ def test_checkpoint_errors_are_one_line(module, trained, tmp_path, flag):
     script = f"{module.__name__}.py"
     _, path = trained
     one_line_error(run_script(script, flag, "missing.pt", cwd=tmp_path), "does not exist")
+    one_line_error(run_script(script, flag, str(path.parent), cwd=tmp_path), "is a directory; pass a checkpoint file in it")
     (tmp_path / "garbage.pt").write_bytes(os.urandom(2000))
     one_line_error(run_script(script, flag, "garbage.pt", cwd=tmp_path), "corrupt")
     (tmp_path / "truncated.pt").write_bytes(path.read_bytes()[:5000])
@@ -273,15 +274,18 @@ def test_checkpoint_for_other_spaces_is_refused(module, trained, tmp_path):
     one_line_error(result, "use an env with the same spaces")
 
 
-def test_init_from_starts_a_new_run_from_saved_weights_and_statistics(tmp_path, monkeypatch):
+def test_init_from_starts_a_new_run_from_saved_weights_and_statistics(tmp_path, monkeypatch, capsys):
     """Fine-tuning on another env with the same spaces: HalfCheetah-v4 -> Walker2d-v4."""
     module = importlib.import_module("ppo_continuous")
     monkeypatch.chdir(tmp_path)
     source = module.train(tiny_args(module, env_id="HalfCheetah-v4", save_model=True))
     path = f"runs/{source['run_name']}/checkpoint.pt"
     time.sleep(1.1)  # a new run name (it has a one-second timestamp)
+    capsys.readouterr()
     # learning rate 0: the weights stay as loaded, so they can be compared
     tuned = module.train(tiny_args(module, env_id="Walker2d-v4", init_from=path, learning_rate=0.0, total_timesteps=64))
+    assert f"starting from the weights and normalization statistics of {path} ({source['run_name']}, step 128)" in (
+        capsys.readouterr().out)
     assert tuned["run_name"] != source["run_name"] and tuned["run_name"].startswith("Walker2d-v4")
     assert tuned["global_step"] == 64  # a new run counts from zero
     for name, tensor in tuned["agent"].state_dict().items():
@@ -377,6 +381,12 @@ def test_resume_from_best_is_refused_rather_than_rewinding(module, trained, tmp_
     result = run_script(f"{module.__name__}.py", "--resume", str(best), cwd=tmp_path)
     one_line_error(result, f"--resume {best} would rewind the run", "--init-from")
     assert path.read_bytes() == latest
+    # a run with --eval-every alone keeps best.pt and no checkpoint.pt: resuming would still drop its later logs
+    path.unlink()
+    logs = {file: file.read_bytes() for file in path.parent.glob("events.out.tfevents.*")}
+    result = run_script(f"{module.__name__}.py", "--resume", str(best), cwd=tmp_path)
+    one_line_error(result, f"--resume {best} would rewind the run", "--init-from")
+    assert {file: file.read_bytes() for file in path.parent.glob("events.out.tfevents.*")} == logs
 
 
 def test_checkpoint_of_another_network_is_refused(module, trained, tmp_path):

@@ -159,12 +159,16 @@ def test_normalizer_merge_equals_statistics_of_all_data():
 
 
 @pytest.mark.parametrize("module_name", list(SETUPS))
-def test_two_rank_checkpoint_resumes_as_two_ranks_and_evaluates_alone(module_name, tmp_path):
+def test_two_rank_checkpoint_resumes_as_two_ranks_and_evaluates_alone(module_name, tmp_path, capfd):
     args = tiny_args(module_name, checkpoint_every=1)
     # Ctrl-C reaches rank 1 alone during iteration 2's update: both ranks stop after iteration 2
     first = run_two_ranks(module_name, tmp_path, args, interrupt_rank=1, interrupt_at_call=2 * 2 + 1)
     assert [result[4] for result in first] == [True, True] and [result[3] for result in first] == [256, 256]
     path = tmp_path / "runs" / first[0][5] / "checkpoint.pt"
+    # the hint resumes with as many ranks: a plain `python` resume of it is refused
+    hints = [line.split("resume with: ")[1] for line in capfd.readouterr().out.splitlines() if "resume with: " in line]
+    assert len(hints) == 1 and hints[0].startswith("torchrun --standalone --nproc-per-node 2 "), hints
+    assert hints[0].endswith(f"{module_name}.py --resume runs/{first[0][5]}/checkpoint.pt"), hints
     module = importlib.import_module(module_name)
     assert module.load_checkpoint(str(path))["global_step"] == 256
 

@@ -183,6 +183,10 @@ def test_bad_env_kwargs_give_one_line_errors(tmp_path):
     result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs",
                         "xml_file=./missing.xml", *SMALL, cwd=tmp_path)  # fmt: skip
     one_line_error(result, "missing.xml")
+    # a relative path that is not there: gymnasium would name a file in its own assets folder instead
+    result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs",
+                        "xml_file=robots/missing.xml", *SMALL, cwd=tmp_path)  # fmt: skip
+    one_line_error(result, f"--env-kwargs xml_file=robots/missing.xml: no such file here ({tmp_path})")
     # a value that cannot be what the env takes: gym.make accepts it, the first step would not
     result = run_script("ppo_continuous.py", "--env-id", "Pendulum-v1", "--env-kwargs", "g=abc", *SMALL, cwd=tmp_path)
     one_line_error(result, "--env-kwargs g=abc: Pendulum-v1 takes a float for g (its default: g=10.0)")

@@ -82,8 +82,10 @@ def first_frame(path):
     ],
 )  # fmt: skip
 def test_capture_video_writes_playable_mp4_showing_the_agent(script, flags, tmp_path):
-    result = run_script(script, *flags, "--capture-video", cwd=tmp_path)
+    # headless, and without the runtime folder SDL looks for: its complaint looked like one of our errors
+    result = run_script(script, *flags, "--capture-video", cwd=tmp_path, env={"DISPLAY": "", "XDG_RUNTIME_DIR": ""})
     assert result.returncode == 0, result.stderr
+    assert not [line for line in result.stderr.splitlines() if line.startswith("error:")], result.stderr
     videos = sorted((tmp_path / "videos").rglob("*.mp4"))
     assert videos, f"no mp4 under videos/: {result.stdout}\n{result.stderr}"
     assert videos[0].parent.name == single_run_dir(tmp_path).name  # videos/{run_name}/
@@ -138,6 +140,16 @@ def assert_one_line_error(result, message, workdir):
 @pytest.mark.parametrize("script,flags,message", ERROR_CASES)
 def test_bad_input_gives_one_line_error(script, flags, message, tmp_path):
     assert_one_line_error(run_script(script, *flags, cwd=tmp_path, timeout=120), message, tmp_path)
+
+
+@pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
+def test_computed_sizes_are_not_flags(script, tmp_path):
+    """--batch-size was accepted and silently replaced by num_envs x num_steps: it is computed, not set."""
+    assert "--batch-size" not in run_script(script, "--help", cwd=tmp_path, timeout=120).stdout
+    for flag in ("--batch-size", "--minibatch-size", "--num-iterations"):
+        result = run_script(script, flag, "64", cwd=tmp_path, timeout=120)
+        assert result.returncode == 2 and f"Unrecognized options: {flag}" in result.stderr, result.stderr
+        assert not (tmp_path / "runs").exists()
 
 
 def test_cudagraphs_under_torchrun_gives_one_line_error(tmp_path):
@@ -222,3 +234,14 @@ def test_plain_progress_line_counts_time_left_past_a_day(module_name, capsys):
     progress = module.ProgressReporter(total_timesteps=100_001, run_dir="runs/x", live=False)
     progress.update(global_step=1, sps=1.0, recent_return=None)
     assert "time left 27:46:40" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
+def test_tensorboard_hint_points_at_the_runs_folder_from_here(module_name, tmp_path, monkeypatch, capsys):
+    """A resumed run logs in its own folder, wherever it is resumed from: the hint names that folder's parent."""
+    module = importlib.import_module(module_name)
+    monkeypatch.chdir(tmp_path)
+    module.ProgressReporter(total_timesteps=10, run_dir="runs/r", live=False)
+    assert "logs in runs/r (`tensorboard --logdir runs`)" in capsys.readouterr().out
+    module.ProgressReporter(total_timesteps=10, run_dir=str(tmp_path / "elsewhere" / "runs" / "r"), live=False)
+    assert "(`tensorboard --logdir elsewhere/runs`)" in capsys.readouterr().out
