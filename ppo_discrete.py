@@ -942,7 +942,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if resumed is not None else f"runs/{run_name}"
     checkpoint_path, best_path = f"{run_dir}/checkpoint.pt", f"{run_dir}/best.pt"
     writer, wandb_run = None, None
-    if master_process:
+    if master_process and start_iteration <= args.num_iterations:  # a finished run gets no new log files
         if args.track:  # before the SummaryWriter exists, so that wandb mirrors what it writes
             import wandb
 

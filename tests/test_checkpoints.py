@@ -372,6 +372,16 @@ def test_resume_names_the_flags_it_ignores(module, trained, capsys):
     assert "ignoring --num-minibatches 3" in capsys.readouterr().out
 
 
+def test_resuming_a_finished_run_changes_nothing(module, trained, tmp_path, capsys):
+    summary, path = trained
+    files = {file: file.read_bytes() for file in path.parent.iterdir()}
+    capsys.readouterr()
+    resumed = module.train(tiny_args(module, resume=str(path)))
+    assert "already finished its 128 steps; nothing to resume" in capsys.readouterr().out
+    assert resumed["global_step"] == summary["global_step"] and not resumed["interrupted"]
+    assert {file: file.read_bytes() for file in path.parent.iterdir()} == files  # no new log file, same checkpoint
+
+
 def test_resume_from_best_is_refused_rather_than_rewinding(module, trained, tmp_path):
     """best.pt (or any copy) sits at an earlier step: resuming from it would overwrite the run's checkpoint.pt."""
     _, path = trained

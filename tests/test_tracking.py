@@ -4,6 +4,7 @@ dependency, so these tests put a stand-in `wandb` module on PYTHONPATH that reco
 import json
 
 import pytest
+import torch
 from conftest import run_script, single_run_dir
 from test_scripts import assert_one_line_error
 
@@ -55,8 +56,13 @@ def test_track_starts_one_wandb_run_that_mirrors_tensorboard_and_resume_continue
     assert init["init"]["config"]["env_id"] == "CartPole-v1" and init["init"]["config"]["num_steps"] == 32
     assert finish == {"finish": 0}
 
+    # as if the run had been stopped halfway: the same checkpoint, of a run of twice as many steps
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    checkpoint["args"]["total_timesteps"] *= 2
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
     resumed = run_script("ppo_discrete.py", "--resume", str(run_dir / "checkpoint.pt"), "--track", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
     resumed_init = recorded_calls(tmp_path)[2]["init"]
     assert resumed_init["id"] == run_dir.name and resumed_init["resume"] == "allow"
 
