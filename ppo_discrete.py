@@ -8,6 +8,7 @@ import inspect
 import os
 import pickle
 import random
+import re
 import signal
 import sys
 import threading
@@ -114,7 +115,7 @@ class Args:
     checkpoint_every: int = 0
     """also update runs/{run_name}/checkpoint.pt every N iterations (0: off)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --cudagraphs, --torch-threads, --async-envs, --track and the wandb flags, --capture-video, --backend)"""
+    """continue the run saved in this checkpoint, in its run directory, with its saved flags (except --cuda, --compile, --cudagraphs, --torch-threads, --async-envs, --track, --capture-video, --backend)"""
     init_from: str | None = None
     """start a new run from this checkpoint's weights and normalization statistics (fine-tuning)"""
     eval_every: int = 0
@@ -165,6 +166,8 @@ def validate_args(args: Args) -> Args:
         fail(f"--seed must be between 0 and {2**31 - 1:,}, got {args.seed}")
     if args.resume and args.init_from:
         fail("--resume continues a run and --init-from starts a new one; pass only one of them")
+    if args.eval_checkpoint and args.track:
+        fail("--eval-checkpoint prints its result and logs nothing; drop --track")
     if args.eval_checkpoint and (args.resume or args.init_from):
         fail("--eval-checkpoint evaluates a saved policy and trains nothing; drop --resume and --init-from")
     if args.async_envs and args.capture_video:  # a worker process cannot film (no frames are written)
@@ -767,7 +770,7 @@ class ProgressReporter:
         self.bar = None
         if quiet:  # ranks other than 0 under torchrun
             return
-        logdir = os.path.relpath(os.path.dirname(os.path.abspath(run_dir)))  # runs/, or a resumed run's folder
+        logdir = os.path.relpath(os.path.dirname(os.path.abspath(run_dir)))  # the folder that holds the run's folder
         print(f"run {os.path.basename(run_dir)}: logs in {run_dir} (`tensorboard --logdir {logdir}`)", flush=True)
         if live:
             try:
@@ -816,8 +819,8 @@ class ProgressReporter:
 
 
 # flags that belong to one invocation, not to the run: --resume takes these from the command line
-RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "track", "wandb_project_name",
-                 "wandb_entity", "capture_video", "backend", "resume")
+RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "track", "capture_video", "backend",
+                 "resume")
 
 
 def validate_own_args(args: Args) -> Args:
@@ -850,14 +853,16 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     resumed = None
     if args.resume:  # the run's hyperparameters come from the checkpoint
         resumed = load_checkpoint(args.resume)
-        latest = os.path.join(os.path.dirname(os.path.abspath(args.resume)), "checkpoint.pt")
+        run_folder = os.path.dirname(os.path.abspath(args.resume))
+        latest = os.path.join(run_folder, "checkpoint.pt")
         # best.pt, or a copy beside checkpoint.pt, is an earlier point of the run: going on from it would drop
         # the run's logs after that point and overwrite its checkpoint.pt
         beside_latest = os.path.exists(latest) and not os.path.samefile(latest, args.resume)
-        if beside_latest or os.path.basename(args.resume) == "best.pt":
-            fail(f"--resume {args.resume} would rewind the run in {os.path.dirname(latest)} to step "
-                 f"{resumed['global_step']:,} and drop its logs after that; resume from the run's latest checkpoint.pt, "
-                 f"or start a new run from {args.resume} with --init-from")  # fmt: skip
+        logged = any(file.startswith("events.out.tfevents.") for file in os.listdir(run_folder))
+        if beside_latest or (os.path.basename(args.resume) == "best.pt" and logged):
+            instead = f"resume from {latest}, or " if os.path.exists(latest) else ""
+            fail(f"--resume {args.resume} would rewind the run in {run_folder} to step {resumed['global_step']:,} "
+                 f"and drop its logs after that; {instead}start a new run from {args.resume} with --init-from")  # fmt: skip
         saved_args = args_from_checkpoint(resumed)
         defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
         ignored = [name for name in Args.__dataclass_fields__ if name not in (*RUNTIME_FLAGS, *derived)
@@ -876,7 +881,9 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
             fail(f"checkpoint {args.resume} was saved by a run of {ranks} rank(s); resume it with the same number "
                  f"(torchrun --nproc-per-node {ranks}, or a plain python run for 1)")  # fmt: skip
         run_name = resumed["run_name"]
+        already_finished = resumed["iteration"] >= args.num_iterations  # nothing to do: nothing is written either
     else:
+        already_finished = False
         env_name, exp_name = (name.replace("/", "-").replace(":", "-") for name in (args.env_id, args.exp_name))
         run_name = f"{env_name}__{exp_name}__{args.seed}__{int(time.time())}"  # one folder under runs/
         if ddp:  # rank 0's clock names the run
@@ -895,7 +902,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
         print("notice: CUDA is not available, running on CPU", flush=True)
 
     # env setup
-    capture_video = args.capture_video and master_process
+    capture_video = args.capture_video and master_process and not already_finished
     if capture_video:
         check_video_support(args)
     video_folder = f"videos/{run_name}" + (f"-resumed-{resumed['global_step']}" if resumed is not None else "")
@@ -925,7 +932,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
         global_step, start_iteration = resumed["global_step"], resumed["iteration"] + 1
         best_eval_return = resumed["best_eval_return"]
         set_rng_state(resumed["rng"])
-        if master_process and start_iteration > args.num_iterations:
+        if master_process and already_finished:
             print(f"{run_name} already finished its {args.total_timesteps:,} steps; nothing to resume", flush=True)
         elif master_process:
             print(f"resuming {run_name} at step {global_step:,} (iteration {start_iteration})", flush=True)
@@ -942,14 +949,14 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if resumed is not None else f"runs/{run_name}"
     checkpoint_path, best_path = f"{run_dir}/checkpoint.pt", f"{run_dir}/best.pt"
     writer, wandb_run = None, None
-    if master_process and start_iteration <= args.num_iterations:  # a finished run gets no new log files
+    if master_process and not already_finished:
         if args.track:  # before the SummaryWriter exists, so that wandb mirrors what it writes
             import wandb
 
-            try:  # the run name as id: a resumed run goes on in the same W&B run
+            try:  # the run name as id (less what W&B refuses in one): a resumed run goes on in the same W&B run
                 wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                                       id=run_name, resume="allow", config=vars(args), sync_tensorboard=True,
-                                       save_code=True)  # fmt: skip
+                                       id=re.sub(r"[:;,#?/']", "-", run_name), resume="allow", config=vars(args),
+                                       sync_tensorboard=True, save_code=True)  # fmt: skip
             except Exception as error:  # not logged in, no network, a name W&B refuses...
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 fail(f"--track: wandb could not start ({reason}); log in with `wandb login`, "
@@ -979,9 +986,8 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     recent_returns = deque(maxlen=20)
     timings = {"env": 0.0, "rollout_other": 0.0, "update": 0.0}  # wall seconds, for benchmarks/speed.py
     first_iteration_timings = None  # the first iteration also holds warm-up (and compiling, with --compile)
-    progress = ProgressReporter(
-        args.num_iterations * args.batch_size, run_dir, live=sys.stdout.isatty(), quiet=not master_process
-    )
+    progress = ProgressReporter(args.num_iterations * args.batch_size, run_dir, live=sys.stdout.isatty(),
+                                quiet=not master_process or already_finished)
     start_time, start_step = time.time(), global_step
     # a resumed run cannot restore the simulators' states: it starts new episodes, with new seeds
     next_obs, _ = envs.reset(seed=args.seed + global_step + rank * args.num_envs)  # each rank its own seeds
@@ -1217,7 +1223,8 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
         if wandb_run is not None:  # after the envs, which write the last video as they close
             if capture_video:  # as files: wandb's monitor_gym breaks on gymnasium 1.x's RecordVideo
                 wandb_run.save(f"{video_folder}/*.mp4", base_path="videos", policy="now")
-            wandb_run.finish(exit_code=130 if stop_requested else 0)  # uploads the last of the mirrored logs
+            crashed = sys.exc_info()[0] is not None  # an exception on its way out of train()
+            wandb_run.finish(exit_code=130 if stop_requested else int(crashed))  # uploads the last of the logs
         if ddp:
             dist.destroy_process_group()
 
@@ -1228,7 +1235,8 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
                 one_machine = int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) == world_size
                 launcher = (f"torchrun --standalone --nproc-per-node {world_size}" if one_machine
                             else f"torchrun <this run's launch options, {world_size} ranks>")  # fmt: skip
-            hint = f"resume with: {launcher} {os.path.relpath(__file__)} --resume {checkpoint_path}"
+            tracking = " --track" if args.track else ""  # the W&B project and entity are the run's own
+            hint = f"resume with: {launcher} {os.path.relpath(__file__)} --resume {checkpoint_path}{tracking}"
         else:
             hint = "no checkpoint was saved (use --checkpoint-every N or --save-model to be able to resume)"
         print(f"stopped at step {global_step:,}; logs are in {run_dir}; {hint}", flush=True)

@@ -376,10 +376,12 @@ def test_resuming_a_finished_run_changes_nothing(module, trained, tmp_path, caps
     summary, path = trained
     files = {file: file.read_bytes() for file in path.parent.iterdir()}
     capsys.readouterr()
-    resumed = module.train(tiny_args(module, resume=str(path)))
-    assert "already finished its 128 steps; nothing to resume" in capsys.readouterr().out
+    resumed = module.train(tiny_args(module, resume=str(path), capture_video=True))
+    out = capsys.readouterr().out
+    assert "already finished its 128 steps; nothing to resume" in out and "logs in" not in out
     assert resumed["global_step"] == summary["global_step"] and not resumed["interrupted"]
     assert {file: file.read_bytes() for file in path.parent.iterdir()} == files  # no new log file, same checkpoint
+    assert not (tmp_path / "videos").exists()
 
 
 def test_resume_from_best_is_refused_rather_than_rewinding(module, trained, tmp_path):
@@ -393,10 +395,19 @@ def test_resume_from_best_is_refused_rather_than_rewinding(module, trained, tmp_
     assert path.read_bytes() == latest
     # a run with --eval-every alone keeps best.pt and no checkpoint.pt: resuming would still drop its later logs
     path.unlink()
+    unfinished = torch.load(best, weights_only=True)
+    unfinished["args"]["total_timesteps"] *= 2  # so that resuming it would train, and log
+    torch.save(unfinished, best)
     logs = {file: file.read_bytes() for file in path.parent.glob("events.out.tfevents.*")}
     result = run_script(f"{module.__name__}.py", "--resume", str(best), cwd=tmp_path)
     one_line_error(result, f"--resume {best} would rewind the run", "--init-from")
+    assert "resume from" not in result.stderr  # there is no checkpoint.pt to point at
     assert {file: file.read_bytes() for file in path.parent.glob("events.out.tfevents.*")} == logs
+    # a best.pt copied into a folder of its own has no run to rewind: it resumes there
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "best.pt").write_bytes(best.read_bytes())
+    result = run_script(f"{module.__name__}.py", "--resume", "mine/best.pt", cwd=tmp_path)
+    assert result.returncode == 0 and "resuming" in result.stdout, result.stderr
 
 
 def test_checkpoint_of_another_network_is_refused(module, trained, tmp_path):
