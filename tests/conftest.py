@@ -25,6 +25,14 @@ def run_script(script, *flags, cwd, env=None, timeout=600, python_prefix=()):
     )
 
 
+def without_module(tmp_path, name):
+    """Environment variables under which `import name` fails as it does where the package is not installed."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir(exist_ok=True)
+    (blocker / f"{name}.py").write_text(f"raise ImportError('No module named {name}')\n")
+    return {"PYTHONPATH": str(blocker)}
+
+
 def read_scalars(run_dir):
     """All scalars of a TensorBoard run directory: {tag: [(step, value), ...]}, in the order they were
     logged. (The accumulator reads event files in name order, and two writers of one test process in

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, read_scalars, run_script, single_run_dir
+from conftest import REPO, read_scalars, run_script, single_run_dir, without_module
 
 COMMON_TAGS = [
     "charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
@@ -166,11 +166,7 @@ def test_nccl_without_cuda_under_torchrun_gives_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
 def test_video_without_moviepy_gives_one_line_error(script, tmp_path):
-    # make `import moviepy` fail the way it does where the package is not installed
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "moviepy.py").write_text("raise ImportError('No module named moviepy')\n")
-    result = run_script(script, "--capture-video", cwd=tmp_path, env={"PYTHONPATH": str(blocker)}, timeout=120)
+    result = run_script(script, "--capture-video", cwd=tmp_path, env=without_module(tmp_path, "moviepy"), timeout=120)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--capture-video needs moviepy" in result.stderr
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, interrupting_loss, run_script, single_run_dir
+from conftest import REPO, interrupting_loss, run_script, single_run_dir, without_module
 from test_scripts import assert_one_line_error
 
 FAKE_WANDB = '''
@@ -131,10 +131,7 @@ def test_no_track_never_imports_wandb(tiny_discrete, tmp_path):
 
 @pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
 def test_track_without_wandb_gives_one_line_error(script, tmp_path):
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "wandb.py").write_text("raise ImportError('No module named wandb')\n")
-    result = run_script(script, "--track", cwd=tmp_path, env={"PYTHONPATH": str(blocker)}, timeout=120)
+    result = run_script(script, "--track", cwd=tmp_path, env=without_module(tmp_path, "wandb"), timeout=120)
     assert_one_line_error(result, "--track logs to Weights & Biases, which needs wandb: `pip install wandb`", tmp_path)
 
 
