@@ -852,15 +852,16 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     resumed = None
     if args.resume:  # the run's hyperparameters come from the checkpoint
         resumed = load_checkpoint(args.resume)
-        run_folder = os.path.dirname(os.path.abspath(args.resume))
-        latest = os.path.join(run_folder, "checkpoint.pt")
+        # a resumed run goes on in the checkpoint's own run directory, wherever it is started from
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+        latest = os.path.join(run_dir, "checkpoint.pt")
         # best.pt, or a copy beside checkpoint.pt, is an earlier point of the run: going on from it would drop
         # the run's logs after that point and overwrite its checkpoint.pt
         beside_latest = os.path.exists(latest) and not os.path.samefile(latest, args.resume)
-        logged = any(file.startswith("events.out.tfevents.") for file in os.listdir(run_folder))
+        logged = any(file.startswith("events.out.tfevents.") for file in os.listdir(run_dir))
         if beside_latest or (os.path.basename(args.resume) == "best.pt" and logged):
             instead = f"resume from {latest}, or " if os.path.exists(latest) else ""
-            fail(f"--resume {args.resume} would rewind the run in {run_folder} to step {resumed['global_step']:,} "
+            fail(f"--resume {args.resume} would rewind the run in {run_dir} to step {resumed['global_step']:,} "
                  f"and drop its logs after that; {instead}start a new run from {args.resume} with --init-from")  # fmt: skip
         saved_args = args_from_checkpoint(resumed)
         defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
@@ -889,6 +890,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
             names = [run_name]
             dist.broadcast_object_list(names, src=0)
             run_name = names[0]
+        run_dir = f"runs/{run_name}"
     checkpoints_on = args.save_model or args.checkpoint_every > 0
 
     # seeding
@@ -944,8 +946,6 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     if args.eval_every > 0 and master_process:
         eval_envs = make_envs(dataclasses.replace(args, async_envs=False), args.eval_episodes)
 
-    # a resumed run goes on in the checkpoint's own run directory, wherever it is started from
-    run_dir = os.path.dirname(os.path.abspath(args.resume)) if resumed is not None else f"runs/{run_name}"
     checkpoint_path, best_path = f"{run_dir}/checkpoint.pt", f"{run_dir}/best.pt"
     writer, wandb_run = None, None
     if master_process and not already_finished:
