@@ -430,7 +430,10 @@ class Agent(nn.Module):
         actions, logprob = [], 0
         for logits in torch.split(self.actor(x), self.nvec, dim=-1):
             log_probs = logits - logits.logsumexp(-1, keepdim=True)  # what Categorical(logits=...) holds
-            action = torch.multinomial(log_probs.softmax(-1), 1, True)  # and what its sample() draws
+            probs = log_probs.softmax(-1)
+            # what its sample() draws: torch.multinomial(probs, 1, True), whose one-sample path in
+            # ATen is this argmax of p / q with q ~ Exp(1), after input checks that cost more than it
+            action = (probs / torch.empty_like(probs).exponential_()).argmax(-1, keepdim=True)
             actions.append(action)
             logprob = logprob + log_probs.gather(-1, action).squeeze(-1)
         return torch.cat(actions, dim=-1), logprob, self.critic(x)
