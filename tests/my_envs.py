@@ -121,6 +121,31 @@ class NestedMultiDiscreteEnv(MultiDiscreteEnv):
     action_space = spaces.MultiDiscrete([[2, 2], [3, 3]])
 
 
+class NanRewardEnv(gym.Env):
+    """Rewards of 1 for its first 40 steps, then nan (10-step episodes): an env gone wrong mid-run."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self):
+        self.total_steps = 0  # over all episodes
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return self.np_random.uniform(-1, 1, size=3).astype(np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        self.total_steps += 1
+        reward = 1.0 if self.total_steps <= 40 else float("nan")
+        return self.np_random.uniform(-1, 1, size=3).astype(np.float32), reward, False, self.steps >= 10, {}
+
+
+class NanRewardBoxEnv(NanRewardEnv):
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
 for name, entry_point in [
     ("DictObservation-v0", DictObservationEnv),
     ("WideBounds-v0", WideBoundsEnv),
@@ -131,6 +156,8 @@ for name, entry_point in [
     ("TextAction-v0", TextActionEnv),
     ("MatrixAction-v0", MatrixActionEnv),
     ("NestedMultiDiscrete-v0", NestedMultiDiscreteEnv),
+    ("NanReward-v0", NanRewardEnv),
+    ("NanRewardBox-v0", NanRewardBoxEnv),
 ]:
     if name not in gym.registry:
         gym.register(name, entry_point=entry_point)

@@ -200,3 +200,22 @@ def test_bad_env_kwargs_give_one_line_errors(tmp_path):
                         "--capture-video", *SMALL, cwd=tmp_path)  # the keyword is wrong, not the renderer
     one_line_error(result, "cannot make CartPole-v1 with --env-kwargs no_such_option=1")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "script, env_id", [("ppo_discrete.py", "my_envs:NanReward-v0"), ("ppo_continuous.py", "my_envs:NanRewardBox-v0")]
+)
+def test_a_diverged_update_stops_the_run_and_keeps_the_last_finite_checkpoint(script, env_id, tmp_path):
+    """The env's rewards turn nan at its 41st step, which with 10-step episodes and NEXT_STEP autoreset
+    is vector step 45: in the third 16-step iteration, whose update's losses are then nan. The run
+    stops there with a one-line error, before anything of that iteration is saved; its logs are
+    flushed, and checkpoint.pt still holds the second iteration's finite weights."""
+    flags = ["--env-id", env_id, "--num-envs", "1", "--num-steps", "16", "--num-minibatches", "2",
+             "--update-epochs", "1", "--total-timesteps", "160", "--checkpoint-every", "1"]  # fmt: skip
+    result = run_script(script, *flags, cwd=tmp_path, env={"PYTHONPATH": TESTS})
+    one_line_error(result, "training diverged at step 48:", "nan")
+    run_dir = single_run_dir(tmp_path)
+    checkpoint = importlib.import_module(script[:-3]).load_checkpoint(str(run_dir / "checkpoint.pt"))
+    assert checkpoint["global_step"] == 32
+    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["agent"].values())
+    assert [step for step, _ in read_scalars(run_dir)["losses/value_loss"]] == [16, 32]
