@@ -1158,10 +1158,10 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
             if ddp:  # and over the ranks
                 dist.all_reduce(update_means)
                 update_means /= world_size
-            if not torch.isfinite(update_means).all():  # or nan weights would be saved, evaluated and trained on
-                fail(f"training diverged at step {global_step:,}: the update's losses are nan or inf, so nothing of this "
-                     "iteration is saved; check the env's observations and rewards for nan, or lower --learning-rate")
             pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac, grad_norm = update_means.tolist()
+            if not np.isfinite(grad_norm):  # a nan or inf gradient made the weights nan: stop before they are saved
+                fail(f"training diverged at step {global_step:,}: the update's gradients are nan or inf, so nothing of "
+                     "this iteration is saved; check the env's observations and rewards for nan, or lower --learning-rate")
             timings["update"] += time.perf_counter() - update_start
             if first_iteration_timings is None:
                 first_iteration_timings = {**timings, "total": time.time() - start_time, "global_step": global_step}

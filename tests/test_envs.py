@@ -207,7 +207,7 @@ def test_bad_env_kwargs_give_one_line_errors(tmp_path):
 )
 def test_a_diverged_update_stops_the_run_and_keeps_the_last_finite_checkpoint(script, env_id, tmp_path):
     """The env's rewards turn nan at its 41st step, which with 10-step episodes and NEXT_STEP autoreset
-    is vector step 45: in the third 16-step iteration, whose update's losses are then nan. The run
+    is vector step 45: in the third 16-step iteration, whose update's gradients are then nan. The run
     stops there with a one-line error, before anything of that iteration is saved; its logs are
     flushed, and checkpoint.pt still holds the second iteration's finite weights."""
     flags = ["--env-id", env_id, "--num-envs", "1", "--num-steps", "16", "--num-minibatches", "2",
