@@ -569,14 +569,15 @@ def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
     `envs` should have frozen normalization (see `set_normalization`), so that evaluating
     changes no statistics."""
     next_obs, _ = envs.reset(seed=seed)
-    returns = np.full(envs.num_envs, np.nan)
-    while np.isnan(returns).any():
+    returns, finished = np.zeros(envs.num_envs), np.zeros(envs.num_envs, dtype=bool)
+    while not finished.all():
         with torch.no_grad():
             action = agent.act(torch.as_tensor(next_obs, dtype=torch.float32, device=device), deterministic)
         next_obs, _, _, _, infos = envs.step(action.cpu().numpy())
         if "episode" in infos:
-            finished = infos["_episode"] & np.isnan(returns)  # count each sub-env's first episode only
-            returns[finished] = infos["episode"]["r"][finished]
+            first = infos["_episode"] & ~finished  # count each sub-env's first episode only
+            returns[first] = infos["episode"]["r"][first]
+            finished |= first
     return returns
 
 

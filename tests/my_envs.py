@@ -122,13 +122,13 @@ class NestedMultiDiscreteEnv(MultiDiscreteEnv):
 
 
 class NanRewardEnv(gym.Env):
-    """Rewards of 1 for its first 40 steps, then nan (10-step episodes): an env gone wrong mid-run."""
+    """Rewards of 1 for its first `nan_after` steps, then nan (10-step episodes): an env gone wrong mid-run."""
 
     observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = spaces.Discrete(2)
 
-    def __init__(self):
-        self.total_steps = 0  # over all episodes
+    def __init__(self, nan_after: int = 40):
+        self.nan_after, self.total_steps = nan_after, 0  # over all episodes
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -138,7 +138,7 @@ class NanRewardEnv(gym.Env):
     def step(self, action):
         self.steps += 1
         self.total_steps += 1
-        reward = 1.0 if self.total_steps <= 40 else float("nan")
+        reward = 1.0 if self.total_steps <= self.nan_after else float("nan")
         return self.np_random.uniform(-1, 1, size=3).astype(np.float32), reward, False, self.steps >= 10, {}
 
 

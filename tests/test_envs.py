@@ -219,3 +219,29 @@ def test_a_diverged_update_stops_the_run_and_keeps_the_last_finite_checkpoint(sc
     assert checkpoint["global_step"] == 32
     assert all(torch.isfinite(tensor).all() for tensor in checkpoint["agent"].values())
     assert [step for step, _ in read_scalars(run_dir)["losses/value_loss"]] == [16, 32]
+
+
+@pytest.mark.parametrize("module_name, env_id", [("ppo_discrete", "my_envs:NanReward-v0"),
+                                                 ("ppo_continuous", "my_envs:NanRewardBox-v0")])  # fmt: skip
+def test_evaluation_ends_when_an_episode_return_is_nan(module_name, env_id):
+    """An env whose rewards are nan from the start: each sub-env's first episode (10 steps) ends
+    with a nan return, and evaluation reports it instead of waiting for a finite one forever."""
+    import signal
+
+    module, _ = importlib.import_module(module_name), importlib.import_module("my_envs")
+    args = module.validate_args(module.Args(env_id=env_id, env_kwargs=["nan_after=0"], num_envs=2, num_minibatches=2))
+    envs = module.make_envs(args)
+    agent = module.Agent(3, [2] if module_name == "ppo_discrete" else 1)
+
+    def give_up(signum, frame):
+        raise TimeoutError("evaluate() did not return")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(60)
+    try:
+        returns = module.evaluate(agent, envs, True, 0, torch.device("cpu"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        envs.close()
+    assert returns.shape == (2,) and np.isnan(returns).all()
