@@ -1,7 +1,9 @@
 """Any gymnasium task: dm_control, `module:Env` ids, a custom MuJoCo XML, Dict observations,
-wide action bounds, MultiDiscrete actions, and clear errors for spaces the agents cannot handle."""
+wide action bounds, MultiDiscrete actions, clear errors for spaces the agents cannot handle, and
+envs that return nan."""
 import importlib
 import math
+import signal
 
 import numpy as np
 import pytest
@@ -226,8 +228,6 @@ def test_a_diverged_update_stops_the_run_and_keeps_the_last_finite_checkpoint(sc
 def test_evaluation_ends_when_an_episode_return_is_nan(module_name, env_id):
     """An env whose rewards are nan from the start: each sub-env's first episode (10 steps) ends
     with a nan return, and evaluation reports it instead of waiting for a finite one forever."""
-    import signal
-
     module, _ = importlib.import_module(module_name), importlib.import_module("my_envs")
     args = module.validate_args(module.Args(env_id=env_id, env_kwargs=["nan_after=0"], num_envs=2, num_minibatches=2))
     envs = module.make_envs(args)
