@@ -225,6 +225,7 @@ def test_a_diverged_update_stops_the_run_and_keeps_the_last_finite_checkpoint(sc
 
 @pytest.mark.parametrize("module_name, env_id", [("ppo_discrete", "my_envs:NanReward-v0"),
                                                  ("ppo_continuous", "my_envs:NanRewardBox-v0")])  # fmt: skip
+@pytest.mark.filterwarnings("ignore:.*The reward is a NaN value")  # gymnasium's env checker: nan is the point here
 def test_evaluation_ends_when_an_episode_return_is_nan(module_name, env_id):
     """An env whose rewards are nan from the start: each sub-env's first episode (10 steps) ends
     with a nan return, and evaluation reports it instead of waiting for a finite one forever."""
