@@ -2,6 +2,7 @@
 import importlib
 import sys
 
+import numpy as np
 import tyro
 from conftest import REPO
 
@@ -20,3 +21,28 @@ def test_results_counts_a_finished_run_whatever_its_logging_flags_and_age():
     older = {key: value for key, value in tracked.items() if key not in ("track", "wandb_project_name", "wandb_entity")}
     assert results.same_training(older, expected)
     assert not results.same_training({**tracked, "learning_rate": 1e-3}, expected)
+
+
+def test_sim_trace_splits_episodes_at_their_ends_and_finds_the_first_difference(tmp_path, capsys):
+    """benchmarks/sim_trace.py backs the README's statement on MuJoCo versions. Hand-made traces:
+    ends at steps 1 and 4 make episodes of 2 and 3 steps, with returns 1+2 and 3+4+5; a second
+    trace differs first at step 2 (by 0.5) and ends its first episode a step later."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    sim_trace = importlib.import_module("sim_trace")
+    obs = np.zeros((5, 2))
+    trace_a = {"obs": obs, "rewards": np.array([1.0, 2, 3, 4, 5]), "ends": np.array([0, 1, 0, 0, 1], bool), "versions": "a"}
+    lengths, returns = sim_trace.episode_returns(trace_a)
+    assert lengths.tolist() == [2, 3] and returns.tolist() == [3.0, 12.0]
+
+    changed = obs.copy()
+    changed[2, 1] = 0.5
+    trace_b = {**trace_a, "obs": changed, "ends": np.array([0, 0, 1, 0, 1], bool), "versions": "b"}
+    np.savez(tmp_path / "a.npz", **trace_a)
+    np.savez(tmp_path / "b.npz", **trace_b)
+    sim_trace.compare(tmp_path / "a.npz", tmp_path / "a.npz")
+    assert "identical" in capsys.readouterr().out
+    sim_trace.compare(tmp_path / "a.npz", tmp_path / "b.npz")
+    out = capsys.readouterr().out
+    assert "first differ at step 2, by 0.5" in out
+    assert "0 of the first 2 have the same length" in out  # (2, 3) against (3, 2)
+    assert "mean: 7.50 and 7.50" in out and "largest difference of an episode pair 3" in out  # returns 6 and 9
