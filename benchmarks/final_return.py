@@ -1,12 +1,13 @@
 """Print the final figures of finished runs, read from their TensorBoard event files.
 
     python benchmarks/final_return.py runs/CartPole-v1__ppo_discrete__1__1700000000 [more run dirs]
-    python benchmarks/final_return.py RUN_DIR --at 100000 200000   # also: the last 20 returns up to each step
+    python benchmarks/final_return.py RUN_DIR --at 100000 200000   # also: the return up to each step
 
 Final return is computed as CleanRL reports it: the mean of the last 100 training episodes'
 returns (the raw env reward, before normalization). Steps/s is the last `charts/SPS` value
 (global steps over wall time since training started). `--at` adds, for each step given, the mean
-of the last 20 episodes that ended at or before it (the console's "return(last 20)" at that point).
+of the last 20 and of the last 100 episodes that ended at or before it (the console's "return(last 20)"
+at that point, and the final figure's rule applied there).
 """
 
 import argparse
@@ -34,7 +35,7 @@ def summarize(run_dir: str, at: tuple[int, ...] = ()) -> dict:
         "return_last10": float(np.mean(returns[-10:])),
         "steps_per_s": sps[-1].value,
         "wall_s": training_seconds(run_dir),
-        "return_last20_at": {step: [e.value for e in episodes if e.step <= step][-20:] for step in at},
+        "returns_at": {step: [e.value for e in episodes if e.step <= step] for step in at},
     }
 
 
@@ -50,5 +51,8 @@ if __name__ == "__main__":
             f"return (last 100 episodes) {s['return_last100']:.1f}, (last 10) {s['return_last10']:.1f}, "
             f"{s['steps_per_s']:,.0f} steps/s, {s['wall_s']:.0f} s"
         )
-        for step, returns in s["return_last20_at"].items():
-            print(f"  at step {step:,}: " + (f"return (last 20 episodes) {np.mean(returns):.1f}" if returns else "no episode yet"))
+        for step, returns in s["returns_at"].items():
+            print(f"  at step {step:,}: " + (
+                f"return (last 20 episodes) {np.mean(returns[-20:]):.1f}, (last 100) {np.mean(returns[-100:]):.1f}"
+                if returns else "no episode yet"
+            ))  # fmt: skip
