@@ -1188,8 +1188,9 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
                 eval_returns = evaluate(agent, eval_envs, not args.eval_stochastic, args.seed + EVAL_SEED_OFFSET, device)
                 writer.add_scalar("eval/episodic_return", eval_returns.mean(), global_step)
                 writer.add_scalar("eval/episodic_return_std", eval_returns.std(), global_step)
-                if best_eval_return is None or eval_returns.mean() > best_eval_return:
-                    best_eval_return = float(eval_returns.mean())
+                eval_mean = float(eval_returns.mean())  # a nan mean (an env's nan reward) is never the best
+                if np.isfinite(eval_mean) and (best_eval_return is None or eval_mean > best_eval_return):
+                    best_eval_return = eval_mean
                     save_checkpoint(best_path, agent, optimizer, envs, args, run_name, global_step, iteration,
                                     best_eval_return)  # fmt: skip
             if master_process and args.checkpoint_every > 0 and iteration % args.checkpoint_every == 0:

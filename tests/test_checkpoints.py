@@ -428,3 +428,21 @@ def test_resume_refuses_another_number_of_ranks(module, trained, tmp_path):
     torch.save(checkpoint, tmp_path / "two_ranks.pt")
     result = run_script(f"{module.__name__}.py", "--resume", "two_ranks.pt", cwd=tmp_path)
     one_line_error(result, "saved by a run of 2 rank(s)")
+
+
+def test_a_nan_evaluation_never_becomes_the_best_checkpoint(module, tmp_path, monkeypatch):
+    """An evaluation whose mean is nan (an env's nan reward) is no score: were it kept as the best,
+    nan compares false with every later mean and best.pt would stay that policy for the whole run."""
+    monkeypatch.chdir(tmp_path)
+    real_evaluate, calls = module.evaluate, []
+
+    def nan_first(*args, **kwargs):
+        returns = real_evaluate(*args, **kwargs)
+        calls.append(returns)
+        return np.full_like(returns, np.nan) if len(calls) == 1 else returns
+
+    monkeypatch.setattr(module, "evaluate", nan_first)
+    summary = module.train(tiny_args(module, total_timesteps=3 * 64, eval_every=1, eval_episodes=2, seed=7))
+    assert len(calls) == 3
+    best = module.load_checkpoint(f"runs/{summary['run_name']}/best.pt")
+    assert np.isfinite(best["best_eval_return"]) and best["global_step"] in (128, 192)
