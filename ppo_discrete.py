@@ -606,6 +606,20 @@ def set_rng_state(state: dict):
     random.setstate(state["python"])
 
 
+def claim_run_dir(run_name: str) -> str:
+    """Create runs/{run_name} and return the name, or runs/{run_name}-2, -3, ... when that folder exists: runs of
+    one name started in the same second (a sweep launched at once) never share a folder, as mkdir is atomic."""
+    os.makedirs("runs", exist_ok=True)
+    number = 1
+    while True:
+        name = run_name if number == 1 else f"{run_name}-{number}"
+        try:
+            os.mkdir(f"runs/{name}")
+            return name
+        except FileExistsError:
+            number += 1
+
+
 def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str, global_step: int,
                     iteration: int, best_eval_return: float | None):  # fmt: skip
     """Everything a run needs to continue. Written atomically: a crash mid-write leaves the
@@ -951,6 +965,9 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     if args.eval_every > 0 and master_process:
         eval_envs = make_envs(dataclasses.replace(args, async_envs=False), args.eval_episodes)
 
+    if master_process and resumed is None:  # here, after the env checks: a run that fails to start leaves no folder
+        run_name = claim_run_dir(run_name)
+        run_dir = f"runs/{run_name}"
     checkpoint_path, best_path = f"{run_dir}/checkpoint.pt", f"{run_dir}/best.pt"
     writer, wandb_run = None, None
     if master_process and not already_finished:

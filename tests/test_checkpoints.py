@@ -446,3 +446,20 @@ def test_a_nan_evaluation_never_becomes_the_best_checkpoint(module, tmp_path, mo
     assert len(calls) == 3
     best = module.load_checkpoint(f"runs/{summary['run_name']}/best.pt")
     assert np.isfinite(best["best_eval_return"]) and best["global_step"] in (128, 192)
+
+
+def test_runs_of_one_name_started_in_the_same_second_get_a_folder_each(module, tmp_path, monkeypatch):
+    """A run is named env__exp-name__seed__second, so a sweep launched at once (`... --learning-rate 1e-3 &`
+    for several rates) starts runs of one name. Each keeps its own folder, logs and checkpoint, the later
+    ones with -2, -3: in one shared folder their events would interleave and checkpoint.pt be overwritten."""
+    monkeypatch.chdir(tmp_path)
+    real_time, start = time.time, time.time()
+    second = float(int(start))  # a clock that stays within one second for the whole test, yet moves
+    monkeypatch.setattr(module.time, "time", lambda: second + 0.5 + (real_time() - start) * 1e-4)
+    rates = (2.5e-4, 1e-3, 3e-3)
+    summaries = [module.train(tiny_args(module, total_timesteps=64, save_model=True, learning_rate=rate)) for rate in rates]
+    names = [summary["run_name"] for summary in summaries]
+    assert names[1:] == [names[0] + "-2", names[0] + "-3"]
+    for name, rate in zip(names, rates):
+        assert len(list((tmp_path / "runs" / name).glob("events.out.tfevents.*"))) == 1
+        assert module.load_checkpoint(f"runs/{name}/checkpoint.pt")["args"]["learning_rate"] == rate
