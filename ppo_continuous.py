@@ -961,7 +961,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     if args.eval_every > 0 and master_process:
         eval_envs = make_envs(dataclasses.replace(args, async_envs=False), args.eval_episodes)
 
-    if master_process and resumed is None:  # here, after the env checks: a run that fails to start leaves no folder
+    if master_process and resumed is None:  # after the env and checkpoint checks: a bad flag leaves no folder
         run_name = claim_run_dir(run_name)
         run_dir = f"runs/{run_name}"
     checkpoint_path, best_path = f"{run_dir}/checkpoint.pt", f"{run_dir}/best.pt"
@@ -975,6 +975,8 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
                                        id=re.sub(r"[:;,#?/']", "-", run_name), resume="allow", config=vars(args),
                                        sync_tensorboard=True, save_code=True)  # fmt: skip
             except Exception as error:  # not logged in, no network, a name W&B refuses...
+                if resumed is None:
+                    os.removedirs(run_dir)  # the folder claimed above, still empty (and runs/, if that is empty)
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 fail(f"--track: wandb could not start ({reason}); log in with `wandb login`, "
                      f"set WANDB_MODE=offline, or run without --track")  # fmt: skip
