@@ -1205,9 +1205,10 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
             if eval_envs is not None and (iteration % args.eval_every == 0 or iteration == args.num_iterations):
                 set_normalization(eval_envs, get_normalization(envs), freeze=True)  # a frozen copy
                 eval_returns = evaluate(agent, eval_envs, not args.eval_stochastic, args.seed + EVAL_SEED_OFFSET, device)
-                writer.add_scalar("eval/episodic_return", eval_returns.mean(), global_step)
+                eval_mean = float(eval_returns.mean())
+                writer.add_scalar("eval/episodic_return", eval_mean, global_step)
                 writer.add_scalar("eval/episodic_return_std", eval_returns.std(), global_step)
-                eval_mean = float(eval_returns.mean())  # a nan mean (an env's nan reward) is never the best
+                # a nan mean (an env's nan reward) is never the best
                 if np.isfinite(eval_mean) and (best_eval_return is None or eval_mean > best_eval_return):
                     best_eval_return = eval_mean
                     save_checkpoint(best_path, agent, optimizer, envs, args, run_name, global_step, iteration,
