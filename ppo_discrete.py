@@ -124,6 +124,8 @@ class Args:
     """the number of episodes of each evaluation"""
     eval_stochastic: bool = False
     """sample actions when evaluating (default: the deterministic most likely action)"""
+    eval_max_episode_steps: int = 10_000
+    """evaluation cuts an episode at this many steps where the env has no time limit of its own (as registered), so that an episode that never ends cannot stall the run"""
     eval_checkpoint: str | None = None
     """evaluate this checkpoint (on the env and with the env flags it was trained with) for --eval-episodes episodes, print mean and std, and exit without training"""
 
@@ -147,7 +149,7 @@ def validate_args(args: Args) -> Args:
         if isinstance(value, float) and np.isnan(value):
             fail(f"--{name.replace('_', '-')} must be a number, got nan")
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps", "torch_threads",
-                 "eval_episodes"):  # fmt: skip
+                 "eval_episodes", "eval_max_episode_steps"):  # fmt: skip
         if getattr(args, name) < 1:
             fail(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     for name in ("checkpoint_every", "eval_every"):
@@ -300,13 +302,15 @@ def check_env_kwargs(env, env_id: str, env_kwargs: dict):
 
 
 def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None,
-             trainer_pid: int | None = None):
+             trainer_pid: int | None = None, eval_time_limit: int | None = None):
     def thunk():
         if trainer_pid is not None and os.getpid() != trainer_pid:  # an --async-envs worker: Ctrl-C and SIGTERM
             for sig in (signal.SIGINT, signal.SIGTERM):  # (sent to the whole process group) are for the trainer to
                 signal.signal(sig, signal.SIG_IGN)  # handle: finish the iteration, save, then close the workers
         film = video_folder is not None and idx == 0  # film sub-env 0 alone: the vector RecordVideo renders all
         env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
+        if eval_time_limit is not None and env.spec.max_episode_steps is None:  # evaluation waits for every episode
+            env = gym.wrappers.TimeLimit(env, eval_time_limit)  # to end: one that never ends would stall the run
         if idx == 0:
             check_spaces(env, env_id)
             check_env_kwargs(env, env_id, env_kwargs)
@@ -319,7 +323,8 @@ def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None =
     return thunk
 
 
-def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None = None, video_trigger=None):
+def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None = None, video_trigger=None,
+              eval_time_limit: int | None = None):
     """Vector env with CleanRL's wrapper stack, in gymnasium 1.x's NEXT_STEP autoreset mode."""
     num_envs = args.num_envs if num_envs is None else num_envs
     check_env_id(args.env_id)
@@ -328,7 +333,8 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
         vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
         trainer_pid = os.getpid() if args.async_envs else None
         envs = vector_env(
-            [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger, trainer_pid) for i in range(num_envs)],
+            [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger, trainer_pid, eval_time_limit)
+             for i in range(num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
         )
     except (ImportError, gym.error.Error) as error:  # a missing extra (e.g. Box2D) or a retired env version
@@ -723,7 +729,8 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     if args.capture_video:
         check_video_support(saved_args)
         video_folder = f"videos/{checkpoint['run_name']}-eval"
-    envs = make_envs(saved_args, args.eval_episodes, video_folder, video_trigger=lambda episode: episode == 0)
+    envs = make_envs(saved_args, args.eval_episodes, video_folder, video_trigger=lambda episode: episode == 0,
+                     eval_time_limit=args.eval_max_episode_steps)
     check_checkpoint_fits(checkpoint, args.eval_checkpoint, envs, saved_args)
     set_normalization(envs, checkpoint["normalization"], freeze=True)
     agent = load_agent(checkpoint).to(device)
@@ -844,7 +851,8 @@ RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs",
 def validate_own_args(args: Args) -> Args:
     """--resume and --eval-checkpoint take the run's flags from its checkpoint: check only the ones this invocation
     uses itself (the others are ignored, and --resume names them)."""
-    own = ("eval_checkpoint", "init_from", "eval_episodes", "eval_stochastic", "seed", *RUNTIME_FLAGS)
+    own = ("eval_checkpoint", "init_from", "eval_episodes", "eval_stochastic", "eval_max_episode_steps", "seed",
+           *RUNTIME_FLAGS)
     validate_args(dataclasses.replace(Args(), **{name: getattr(args, name) for name in own}))
     return args
 
@@ -963,7 +971,8 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     normalization_synced = get_normalization(envs)  # identical on all ranks here (defaults or loaded)
     eval_envs = None  # in-process even with --async-envs: 10 mostly idle workers would only cost memory
     if args.eval_every > 0 and master_process:
-        eval_envs = make_envs(dataclasses.replace(args, async_envs=False), args.eval_episodes)
+        eval_envs = make_envs(dataclasses.replace(args, async_envs=False), args.eval_episodes,
+                              eval_time_limit=args.eval_max_episode_steps)
 
     if master_process and resumed is None:  # after the env and checkpoint checks: a bad flag leaves no folder
         run_name = claim_run_dir(run_name)

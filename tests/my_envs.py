@@ -146,6 +146,31 @@ class NanRewardBoxEnv(NanRewardEnv):
     action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
 
 
+class EndlessEnv(gym.Env):
+    """Never terminates or truncates itself; reward 1 per step, so an episode's return is its length."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 1.0, False, False, {}
+
+
+class EndlessBoxEnv(EndlessEnv):
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+# registered without a time limit, and with one of 30 steps
+for name, entry_point in [("Endless-v0", EndlessEnv), ("EndlessBox-v0", EndlessBoxEnv)]:
+    if name not in gym.registry:
+        gym.register(name, entry_point=entry_point)
+    if name.replace("-v0", "Limited-v0") not in gym.registry:
+        gym.register(name.replace("-v0", "Limited-v0"), entry_point=entry_point, max_episode_steps=30)
+
 for name, entry_point in [
     ("DictObservation-v0", DictObservationEnv),
     ("WideBounds-v0", WideBoundsEnv),

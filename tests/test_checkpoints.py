@@ -310,6 +310,39 @@ def test_periodic_evaluation_logs_and_keeps_the_best_checkpoint(module, tmp_path
     assert returns.mean() == pytest.approx(best["best_eval_return"], rel=1e-6)
 
 
+def endless_env(module, limited: bool = False) -> str:
+    """tests/my_envs.py's env whose episodes never end by themselves (reward 1 per step), for this script's actions"""
+    return f"my_envs:Endless{'Box' if module.__name__ == 'ppo_continuous' else ''}{'Limited' if limited else ''}-v0"
+
+
+def test_evaluation_cuts_the_episodes_of_an_env_without_a_time_limit(module, tmp_path, monkeypatch):
+    """Before the cap, the first evaluation of such an env never returned and the run stalled."""
+    importlib.import_module("my_envs")
+    monkeypatch.chdir(tmp_path)
+    summary = module.train(tiny_args(module, env_id=endless_env(module), eval_every=1, eval_episodes=2,
+                                     eval_max_episode_steps=25, save_model=True))  # fmt: skip
+    scalars = read_scalars(tmp_path / "runs" / summary["run_name"])
+    assert scalars["eval/episodic_return"] == [(64, 25.0), (128, 25.0)]  # 25 steps of reward 1
+    assert "charts/episodic_return" not in scalars  # training itself never cuts an episode
+    checkpoint = f"runs/{summary['run_name']}/checkpoint.pt"
+    returns = module.evaluate_checkpoint(module.Args(eval_checkpoint=checkpoint, eval_episodes=3,
+                                                     eval_max_episode_steps=7, cuda=False))  # fmt: skip
+    np.testing.assert_array_equal(returns, [7.0, 7.0, 7.0])  # --eval-checkpoint's own cap
+
+
+def test_evaluation_keeps_the_time_limit_an_env_has(module, tmp_path, monkeypatch):
+    importlib.import_module("my_envs")
+    monkeypatch.chdir(tmp_path)
+    summary = module.train(tiny_args(module, env_id=endless_env(module, limited=True), eval_every=2, eval_episodes=2,
+                                     eval_max_episode_steps=5, save_model=True))  # fmt: skip
+    scalars = read_scalars(tmp_path / "runs" / summary["run_name"])
+    assert scalars["eval/episodic_return"] == [(128, 30.0)]  # registered with max_episode_steps=30
+    checkpoint = f"runs/{summary['run_name']}/checkpoint.pt"
+    returns = module.evaluate_checkpoint(module.Args(eval_checkpoint=checkpoint, eval_episodes=2,
+                                                     eval_max_episode_steps=5, cuda=False))  # fmt: skip
+    np.testing.assert_array_equal(returns, [30.0, 30.0])
+
+
 def test_standalone_evaluation_prints_mean_and_std_and_trains_nothing(module, trained, tmp_path):
     _, path = trained
     workdir = tmp_path / "eval"
