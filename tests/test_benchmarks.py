@@ -3,6 +3,7 @@ import importlib
 import sys
 
 import numpy as np
+import pytest
 import tyro
 from conftest import REPO
 
@@ -46,3 +47,19 @@ def test_sim_trace_splits_episodes_at_their_ends_and_finds_the_first_difference(
     assert "first differ at step 2, by 0.5" in out
     assert "0 of the first 2 have the same length" in out  # (2, 3) against (3, 2)
     assert "mean: 7.50 and 7.50" in out and "largest difference of an episode pair 3" in out  # returns 6 and 9
+
+
+def test_cleanrl_speed_takes_the_steady_rate_from_the_third_iteration_on(tmp_path):
+    """benchmarks/cleanrl_speed.py backs the README's same-library comparison with CleanRL. Hand-made
+    events of 6 iterations of 512 steps: a slow first two (start-up, compiling), then 0.05 s each.
+    From the 3rd iteration's event (step 1536, t = 12.0) to the last (step 3072, t = 12.15):
+    1536 steps in 0.15 s = 10,240 steps/s; the whole run's rate would be far lower."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    cleanrl_speed = importlib.import_module("cleanrl_speed")
+    writer = SummaryWriter(str(tmp_path))
+    for step, wall_time in [(512, 10.0), (1024, 11.95), (1536, 12.0), (2048, 12.05), (2560, 12.1), (3072, 12.15)]:
+        writer.add_scalar("charts/SPS", 0.0, step, walltime=wall_time)
+    writer.close()
+    assert cleanrl_speed.steady_steps_per_second(tmp_path) == pytest.approx(10_240, rel=1e-6)
