@@ -712,14 +712,19 @@ def args_from_checkpoint(checkpoint: dict) -> Args:
     return Args(**{key: value for key, value in checkpoint["args"].items() if key in fields})
 
 
-def evaluate_checkpoint(args: Args) -> np.ndarray:
+def evaluate_checkpoint(args: Args, given: frozenset = frozenset()) -> np.ndarray:
     """`--eval-checkpoint PATH`: play --eval-episodes episodes with the saved policy and its frozen
-    normalization statistics; trains nothing and writes no logs (videos only when asked)."""
+    normalization statistics; trains nothing and writes no logs (videos only when asked).
+    `given`: the flags named on the command line, so that one ignored at its default value is named too."""
     args = validate_own_args(args)
     torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     checkpoint = load_checkpoint(args.eval_checkpoint)
     saved_args = args_from_checkpoint(checkpoint)
+    ignored = ignored_flags(args, saved_args, given, EVAL_FLAGS)
+    if ignored:  # e.g. --env-id: evaluating on another env than the run's would otherwise look done
+        print(f"notice: --eval-checkpoint evaluates with the flags the run was trained with; ignoring {ignored}",
+              flush=True)  # fmt: skip
     saved_args.async_envs = args.async_envs  # how to step the envs is this invocation's choice
     video_folder = None
     if args.capture_video:
@@ -844,6 +849,20 @@ RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs",
                  "resume")
 
 
+# the flags --eval-checkpoint takes from its command line; the others come from the checkpoint
+EVAL_FLAGS = ("eval_checkpoint", "eval_episodes", "eval_stochastic", "eval_max_episode_steps", "seed", *RUNTIME_FLAGS)
+
+
+def ignored_flags(args: Args, saved_args: Args, given: frozenset, own: tuple) -> str:
+    """`--name value, ...` of the flags that a run taking its flags from a checkpoint ignores ('' for none): those
+    not its own that differ from the saved ones, where given on the command line or away from their defaults."""
+    defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
+    ignored = [name for name in Args.__dataclass_fields__ if name not in (*own, *derived)
+               and getattr(args, name) != getattr(saved_args, name)
+               and (name in given or getattr(args, name) != getattr(defaults, name))]  # fmt: skip
+    return ", ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ignored)
+
+
 def validate_own_args(args: Args) -> Args:
     """--resume and --eval-checkpoint take the run's flags from its checkpoint: check only the ones this invocation
     uses itself (the others are ignored, and --resume names them)."""
@@ -887,13 +906,9 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
             fail(f"--resume {args.resume} would rewind the run in {run_dir} to step {resumed['global_step']:,} "
                  f"and drop its logs after that; {instead}start a new run from {args.resume} with --init-from")  # fmt: skip
         saved_args = args_from_checkpoint(resumed)
-        defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
-        ignored = [name for name in Args.__dataclass_fields__ if name not in (*RUNTIME_FLAGS, *derived)
-                   and getattr(args, name) != getattr(saved_args, name)
-                   and (name in given or getattr(args, name) != getattr(defaults, name))]  # fmt: skip
+        ignored = ignored_flags(args, saved_args, given, RUNTIME_FLAGS)
         if ignored and master_process:  # a flag given to change the run would otherwise vanish without a word
-            given = ", ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ignored)
-            print(f"notice: --resume continues the run with its saved flags; ignoring {given} "
+            print(f"notice: --resume continues the run with its saved flags; ignoring {ignored} "
                   f"(to change them, start a new run from its weights with --init-from)", flush=True)  # fmt: skip
         for name in RUNTIME_FLAGS:
             setattr(saved_args, name, getattr(args, name))
@@ -1294,8 +1309,9 @@ def main(args: Args) -> int:
     """Train, or evaluate a checkpoint; returns the exit status (130: stopped by Ctrl-C or SIGTERM)."""
     given = {token[2:].split("=")[0].replace("-", "_") for token in sys.argv[1:] if token.startswith("--")}
     given |= {name[len("no_"):] for name in given if name.startswith("no_")}  # --no-anneal-lr: anneal_lr
+    run = evaluate_checkpoint if args.eval_checkpoint else train
     try:
-        summary = evaluate_checkpoint(args) if args.eval_checkpoint else train(args, frozenset(given))
+        summary = run(args, frozenset(given))
     except KeyboardInterrupt as interrupt:  # a second Ctrl-C in training, or one before training starts
         raise SystemExit(str(interrupt) or "stopped by Ctrl-C")
     exit_code = 130 if isinstance(summary, dict) and summary["interrupted"] else 0

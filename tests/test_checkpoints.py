@@ -343,6 +343,18 @@ def test_evaluation_keeps_the_time_limit_an_env_has(module, tmp_path, monkeypatc
     np.testing.assert_array_equal(returns, [30.0, 30.0])
 
 
+def test_eval_checkpoint_names_the_training_flags_it_ignores(module, trained, capsys):
+    """--eval-checkpoint plays the run's own env and flags: an --env-id given with it is not used, and says so."""
+    _, path = trained
+    other_env = SETUPS[module.__name__][1]
+    given = frozenset({"eval_checkpoint", "eval_episodes", "env_id", "learning_rate", "seed"})
+    module.evaluate_checkpoint(module.Args(eval_checkpoint=str(path), eval_episodes=1, env_id=other_env,
+                                           learning_rate=0.5, seed=3, cuda=False), given)  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"ignoring --env-id {other_env}, --learning-rate 0.5\n" in out  # its own flags (--seed...) are not named
+    assert f"{SETUPS[module.__name__][0]}: return " in out  # evaluated on the run's env
+
+
 def test_standalone_evaluation_prints_mean_and_std_and_trains_nothing(module, trained, tmp_path):
     _, path = trained
     workdir = tmp_path / "eval"
