@@ -143,6 +143,15 @@ def fail(message: str):
     raise SystemExit(f"error: {message}")
 
 
+def absolute_model_path(env_kwargs: tuple[str, ...]) -> tuple[str, ...]:
+    """A model file given relative to here is stored absolute, so resuming or evaluating elsewhere finds it."""
+    return tuple(
+        f"xml_file={os.path.abspath(pair[len('xml_file='):])}"
+        if pair.startswith("xml_file=") and os.path.exists(pair[len("xml_file="):]) else pair
+        for pair in env_kwargs
+    )
+
+
 def validate_args(args: Args) -> Args:
     """Check impossible settings once, right after parsing, and fill in the derived sizes."""
     for name, value in vars(args).items():  # nan would pass every range check below
@@ -174,12 +183,7 @@ def validate_args(args: Args) -> Args:
         fail("--eval-checkpoint evaluates a saved policy and trains nothing; drop --resume and --init-from")
     if args.async_envs and args.capture_video:  # a worker process cannot film (no frames are written)
         fail("--capture-video films sub-env 0 in this process, which --async-envs moves out; drop one of the two")
-    # a model file given relative to here is stored absolute, so resuming or evaluating elsewhere finds it
-    args.env_kwargs = tuple(
-        f"xml_file={os.path.abspath(pair[len('xml_file='):])}"
-        if pair.startswith("xml_file=") and os.path.exists(pair[len("xml_file="):]) else pair
-        for pair in args.env_kwargs
-    )
+    args.env_kwargs = absolute_model_path(args.env_kwargs)
     rank_batch_size = args.num_envs * args.num_steps
     if rank_batch_size % args.num_minibatches != 0:
         fail(
@@ -309,8 +313,11 @@ def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None =
                 signal.signal(sig, signal.SIG_IGN)  # handle: finish the iteration, save, then close the workers
         film = video_folder is not None and idx == 0  # film sub-env 0 alone: the vector RecordVideo renders all
         env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
-        if eval_time_limit is not None and env.spec.max_episode_steps is None:  # evaluation waits for every episode
-            env = gym.wrappers.TimeLimit(env, eval_time_limit)  # to end: one that never ends would stall the run
+        if eval_time_limit is not None and getattr(env.spec, "max_episode_steps", None) is None:
+            env = gym.wrappers.TimeLimit(env, eval_time_limit)  # evaluation waits for every episode to end: one
+            if idx == 0:  # that never ends would stall the run
+                print(f"notice: {env_id} has no time limit; evaluation cuts its episodes at {eval_time_limit:,} steps "
+                      f"(--eval-max-episode-steps)", flush=True)  # fmt: skip
         if idx == 0:
             check_spaces(env, env_id)
             check_env_kwargs(env, env_id, env_kwargs)
@@ -853,23 +860,26 @@ RUNTIME_FLAGS = ("cuda", "compile", "cudagraphs", "torch_threads", "async_envs",
                  "resume")
 
 
-# the flags --eval-checkpoint takes from its command line; the others come from the checkpoint
-EVAL_FLAGS = ("eval_checkpoint", "eval_episodes", "eval_stochastic", "eval_max_episode_steps", "seed", *RUNTIME_FLAGS)
+# the flags --eval-checkpoint uses from its command line; the others come from the checkpoint or play no part
+EVAL_FLAGS = ("eval_checkpoint", "eval_episodes", "eval_stochastic", "eval_max_episode_steps", "seed", "cuda",
+              "torch_threads", "async_envs", "capture_video")
 
 
 def ignored_flags(args: Args, saved_args: Args, given: frozenset, own: tuple) -> str:
     """`--name value, ...` of the flags that a run taking its flags from a checkpoint ignores ('' for none): those
     not its own that differ from the saved ones, where given on the command line or away from their defaults."""
     defaults, derived = Args(), ("batch_size", "minibatch_size", "num_iterations")
+    args = dataclasses.replace(args, env_kwargs=absolute_model_path(args.env_kwargs))  # as the run saved them
     ignored = [name for name in Args.__dataclass_fields__ if name not in (*own, *derived)
                and getattr(args, name) != getattr(saved_args, name)
                and (name in given or getattr(args, name) != getattr(defaults, name))]  # fmt: skip
-    return ", ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ignored)
+    shown = {name: " ".join(value) if isinstance(value := getattr(args, name), tuple) else value for name in ignored}
+    return ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in shown.items())
 
 
 def validate_own_args(args: Args) -> Args:
     """--resume and --eval-checkpoint take the run's flags from its checkpoint: check only the ones this invocation
-    uses itself (the others are ignored, and --resume names them)."""
+    uses itself (the others are ignored, and named in a notice)."""
     own = ("eval_checkpoint", "init_from", "eval_episodes", "eval_stochastic", "eval_max_episode_steps", "seed",
            *RUNTIME_FLAGS)
     validate_args(dataclasses.replace(Args(), **{name: getattr(args, name) for name in own}))

@@ -33,13 +33,13 @@ CONFIGS = [  # env id, CleanRL's script, ours, steps per iteration at the defaul
     ("CartPole-v1", "ppo.py", "ppo_discrete.py", 512, 100),
     ("HalfCheetah-v4", "ppo_continuous_action.py", "ppo_continuous.py", 2048, 30),
 ]
-SKIPPED_ITERATIONS = 2  # the rate starts at the end of the 3rd iteration
+FIRST_EVENT = 2  # the rate starts at the 3rd iteration's event, stamped at its end: iterations 1-3 are left out
 
 
 def steady_steps_per_second(run_dir: Path) -> float:
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    events = accumulator.Scalars("charts/SPS")[SKIPPED_ITERATIONS:]
+    events = accumulator.Scalars("charts/SPS")[FIRST_EVENT:]
     return (events[-1].step - events[0].step) / (events[-1].wall_time - events[0].wall_time)
 
 
@@ -76,7 +76,7 @@ def main():
                 figures[env_id, column].append(train(script, env_id, total, extra))
             print(f"round {round_index} {env_id}: " + ", ".join(f"{c} {figures[env_id, c][-1]:,.0f}" for c in columns), flush=True)
 
-    print(f"\nsteps/s, median of {options.rounds} round(s), steady rate (from the 3rd iteration on)")
+    print(f"\nsteps/s, median of {options.rounds} round(s), steady rate (after the first three iterations)")
     print("| env | CleanRL | ours | ours --compile |")
     print("|---|---|---|---|")
     for env_id, *_ in CONFIGS:

@@ -315,19 +315,35 @@ def endless_env(module, limited: bool = False) -> str:
     return f"my_envs:Endless{'Box' if module.__name__ == 'ppo_continuous' else ''}{'Limited' if limited else ''}-v0"
 
 
-def test_evaluation_cuts_the_episodes_of_an_env_without_a_time_limit(module, tmp_path, monkeypatch):
+def fail_after(seconds: int):
+    """Turn a hang into a failure: SIGALRM raises in the main thread after `seconds`."""
+
+    def stalled(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    signal.signal(signal.SIGALRM, stalled)
+    signal.alarm(seconds)
+
+
+def test_evaluation_cuts_the_episodes_of_an_env_without_a_time_limit(module, tmp_path, monkeypatch, capsys):
     """Before the cap, the first evaluation of such an env never returned and the run stalled."""
     importlib.import_module("my_envs")
     monkeypatch.chdir(tmp_path)
-    summary = module.train(tiny_args(module, env_id=endless_env(module), eval_every=1, eval_episodes=2,
-                                     eval_max_episode_steps=25, save_model=True))  # fmt: skip
+    fail_after(120)
+    try:
+        summary = module.train(tiny_args(module, env_id=endless_env(module), eval_every=1, eval_episodes=2,
+                                         eval_max_episode_steps=25, save_model=True))  # fmt: skip
+        checkpoint = f"runs/{summary['run_name']}/checkpoint.pt"
+        returns = module.evaluate_checkpoint(module.Args(eval_checkpoint=checkpoint, eval_episodes=3, async_envs=True,
+                                                         eval_max_episode_steps=7, cuda=False))  # fmt: skip
+    finally:
+        signal.alarm(0)
     scalars = read_scalars(tmp_path / "runs" / summary["run_name"])
     assert scalars["eval/episodic_return"] == [(64, 25.0), (128, 25.0)]  # 25 steps of reward 1
     assert "charts/episodic_return" not in scalars  # training itself never cuts an episode
-    checkpoint = f"runs/{summary['run_name']}/checkpoint.pt"
-    returns = module.evaluate_checkpoint(module.Args(eval_checkpoint=checkpoint, eval_episodes=3,
-                                                     eval_max_episode_steps=7, cuda=False))  # fmt: skip
-    np.testing.assert_array_equal(returns, [7.0, 7.0, 7.0])  # --eval-checkpoint's own cap
+    np.testing.assert_array_equal(returns, [7.0, 7.0, 7.0])  # --eval-checkpoint's own cap, in worker processes too
+    assert f"notice: {endless_env(module)} has no time limit; evaluation cuts its episodes at 25 steps" in (
+        capsys.readouterr().out)
 
 
 def test_evaluation_keeps_the_time_limit_an_env_has(module, tmp_path, monkeypatch):
@@ -347,11 +363,12 @@ def test_eval_checkpoint_names_the_training_flags_it_ignores(module, trained, ca
     """--eval-checkpoint plays the run's own env and flags: an --env-id given with it is not used, and says so."""
     _, path = trained
     other_env = SETUPS[module.__name__][1]
-    given = frozenset({"eval_checkpoint", "eval_episodes", "env_id", "learning_rate", "seed"})
-    module.evaluate_checkpoint(module.Args(eval_checkpoint=str(path), eval_episodes=1, env_id=other_env,
-                                           learning_rate=0.5, seed=3, cuda=False), given)  # fmt: skip
+    given = frozenset({"eval_checkpoint", "eval_episodes", "compile", "env_id", "env_kwargs", "learning_rate", "seed"})
+    module.evaluate_checkpoint(module.Args(eval_checkpoint=str(path), eval_episodes=1, compile=True, env_id=other_env,
+                                           env_kwargs=("a=1", "b=2"), learning_rate=0.5, seed=3, cuda=False), given)  # fmt: skip
     out = capsys.readouterr().out
-    assert f"ignoring --env-id {other_env}, --learning-rate 0.5\n" in out  # its own flags (--seed...) are not named
+    # its own flags (--seed, --eval-episodes) are not named; --compile plays no part in evaluation
+    assert f"ignoring --compile True, --env-id {other_env}, --env-kwargs a=1 b=2, --learning-rate 0.5\n" in out
     assert f"{SETUPS[module.__name__][0]}: return " in out  # evaluated on the run's env
 
 
