@@ -306,6 +306,9 @@ def check_env_kwargs(env, env_id: str, env_kwargs: dict):
                  f"for {key} (its default: {key}={defaults[key]})")  # fmt: skip
 
 
+VIDEO_MAX_FRAMES = 1000  # frames of a video from an env registered without a time limit
+
+
 def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None = None, video_trigger=None,
              trainer_pid: int | None = None, eval_time_limit: int | None = None):
     def thunk():
@@ -314,16 +317,18 @@ def make_env(env_id: str, idx: int, env_kwargs: dict, video_folder: str | None =
                 signal.signal(sig, signal.SIG_IGN)  # handle: finish the iteration, save, then close the workers
         film = video_folder is not None and idx == 0  # film sub-env 0 alone: the vector RecordVideo renders all
         env = gym.make(env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
-        if eval_time_limit is not None and getattr(env.spec, "max_episode_steps", None) is None:
+        registered_limit = getattr(env.spec, "max_episode_steps", None)  # None: episodes may never end
+        if eval_time_limit is not None and registered_limit is None:
             env = gym.wrappers.TimeLimit(env, eval_time_limit)  # evaluation waits for every episode to end: one
             if idx == 0:  # that never ends would stall the run
-                print(f"notice: {env_id} has no time limit; evaluation cuts its episodes at {eval_time_limit:,} steps "
-                      f"(--eval-max-episode-steps)", flush=True)  # fmt: skip
+                print(f"notice: {env_id} is registered without a time limit; evaluation cuts an episode that has not "
+                      f"ended at {eval_time_limit:,} steps (--eval-max-episode-steps)", flush=True)  # fmt: skip
         if idx == 0:
             check_spaces(env, env_id)
             check_env_kwargs(env, env_id, env_kwargs)
-        if film:
-            env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=video_trigger)
+        if film:  # frames stay in memory until the video is written: where an episode may never end, a video holds
+            length = 0 if registered_limit is not None else VIDEO_MAX_FRAMES  # its first frames (0: whole episodes)
+            env = gym.wrappers.RecordVideo(env, video_folder, episode_trigger=video_trigger, video_length=length)
         if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
             env = gym.wrappers.FlattenObservation(env)  # Dict, Tuple, Discrete, 2-D Box... -> one flat vector
         return env

@@ -147,10 +147,18 @@ class NanRewardBoxEnv(NanRewardEnv):
 
 
 class EndlessEnv(gym.Env):
-    """Never terminates or truncates itself; reward 1 per step, so an episode's return is its length."""
+    """Never terminates or truncates itself; reward 1 per step, so an episode's return is its length. Renders
+    blank 16 x 16 frames."""
 
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
     observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = spaces.Discrete(2)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def render(self):
+        return np.zeros((16, 16, 3), np.uint8)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)

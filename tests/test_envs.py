@@ -56,6 +56,24 @@ def test_dm_control_video(tmp_path):
     assert frames > 1
 
 
+@pytest.mark.parametrize("script", ["ppo_discrete.py", "ppo_continuous.py"])
+def test_video_of_an_episode_that_never_ends_stops_at_the_frame_cap(script, tmp_path):
+    """A video's frames stay in memory until it is written; on an env registered without a time limit the
+    filmed episode may never end, so the video stops at 1000 frames (VIDEO_MAX_FRAMES): the reset frame
+    and 1000 steps' frames make 1001, after which gymnasium's RecordVideo writes it. Without the cap the
+    frames of all 1,280 steps piled up and were written at the end: 1,281 frames."""
+    env_id = "my_envs:Endless-v0" if script == "ppo_discrete.py" else "my_envs:EndlessBox-v0"
+    run_ok(script, "--env-id", env_id, "--num-envs", "1", "--num-steps", "256", "--num-minibatches", "4",
+           "--update-epochs", "1", "--total-timesteps", "1280", "--capture-video",
+           cwd=tmp_path, env={"PYTHONPATH": TESTS})  # fmt: skip
+    import imageio_ffmpeg
+
+    videos = list((tmp_path / "videos").rglob("*.mp4"))
+    assert len(videos) == 1
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(videos[0]))
+    assert frames == 1001
+
+
 def test_module_env_id_with_dict_observations(tmp_path):
     result = run_ok("ppo_continuous.py", "--env-id", "my_envs:DictObservation-v0", *SMALL, "--save-model",
                     cwd=tmp_path, env={"PYTHONPATH": TESTS})  # fmt: skip
