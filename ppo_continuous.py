@@ -818,24 +818,25 @@ class ProgressReporter:
             self.bar = Progress(
                 TextColumn("[bold]{task.completed:,.0f}/{task.total:,.0f} steps"),
                 BarColumn(),
-                TextColumn("{task.fields[sps]:,.0f} steps/s  return {task.fields[ret]}"),
+                TextColumn("{task.fields[sps]:,.0f} steps/s  return {task.fields[ret]}{task.fields[evaluated]}"),
                 TimeRemainingColumn(),
             )
-            self.task = self.bar.add_task("train", total=total_timesteps, sps=0, ret="n/a")
+            self.task = self.bar.add_task("train", total=total_timesteps, sps=0, ret="n/a", evaluated="")
             self.bar.start()
 
-    def update(self, global_step: int, sps: float, recent_return: float | None):
+    def update(self, global_step: int, sps: float, recent_return: float | None, eval_return: float | None = None):
         ret = "n/a" if recent_return is None else f"{recent_return:.1f}"
+        evaluated = "" if eval_return is None else f"  eval {eval_return:.1f}"  # the latest --eval-every mean
         if self.quiet:
             return
         if self.bar is not None:
-            self.bar.update(self.task, completed=global_step, sps=sps, ret=ret)
+            self.bar.update(self.task, completed=global_step, sps=sps, ret=ret, evaluated=evaluated)
         elif time.time() - self.last_print > 10 or global_step >= self.total:
             self.last_print = time.time()
-            left = (self.total - global_step) / max(sps, 1e-8)
+            left = int((self.total - global_step) / max(sps, 1e-8))
             print(
                 f"step {global_step:,}/{self.total:,} ({100 * global_step / self.total:.0f}%)  {sps:,.0f} steps/s  "
-                f"return(last 20) {ret}  time left {int(left) // 3600:02d}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}",
+                f"return(last 20) {ret}{evaluated}  time left {left // 3600:02d}:{left % 3600 // 60:02d}:{left % 60:02d}",
                 flush=True,
             )
 
@@ -999,6 +1000,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     if args.eval_every > 0 and master_process:
         eval_envs = make_envs(dataclasses.replace(args, async_envs=False), args.eval_episodes,
                               eval_time_limit=args.eval_max_episode_steps)
+    last_eval_mean = None  # the progress line shows it once an evaluation has run
 
     if master_process and resumed is None:  # after the env and checkpoint checks: a bad flag leaves no folder
         run_name = claim_run_dir(run_name)
@@ -1244,7 +1246,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
             if eval_envs is not None and (iteration % args.eval_every == 0 or iteration == args.num_iterations):
                 set_normalization(eval_envs, get_normalization(envs), freeze=True)  # a frozen copy
                 eval_returns = evaluate(agent, eval_envs, not args.eval_stochastic, args.seed + EVAL_SEED_OFFSET, device)
-                eval_mean = float(eval_returns.mean())
+                eval_mean = last_eval_mean = float(eval_returns.mean())
                 writer.add_scalar("eval/episodic_return", eval_mean, global_step)
                 writer.add_scalar("eval/episodic_return_std", eval_returns.std(), global_step)
                 # a nan mean (an env's nan reward) is never the best
@@ -1255,7 +1257,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
             if master_process and args.checkpoint_every > 0 and iteration % args.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, agent, optimizer, envs, args, run_name, global_step, iteration,
                                 best_eval_return)  # fmt: skip
-            progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else None)
+            progress.update(global_step, sps, np.mean(recent_returns) if recent_returns else None, last_eval_mean)
             stop = torch.tensor(float(bool(stop_requested)), device=device)
             if ddp:  # stop together, or the others would wait for the one that left
                 dist.all_reduce(stop, op=dist.ReduceOp.MAX)

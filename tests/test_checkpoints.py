@@ -342,8 +342,10 @@ def test_evaluation_cuts_the_episodes_of_an_env_without_a_time_limit(module, tmp
     assert scalars["eval/episodic_return"] == [(64, 25.0), (128, 25.0)]  # 25 steps of reward 1
     assert "charts/episodic_return" not in scalars  # training itself never cuts an episode
     np.testing.assert_array_equal(returns, [7.0, 7.0, 7.0])  # --eval-checkpoint's own cap, in worker processes too
+    out = capsys.readouterr().out
     assert f"notice: {endless_env(module)} is registered without a time limit; evaluation cuts an episode that has " \
-           f"not ended at 25 steps" in capsys.readouterr().out
+           f"not ended at 25 steps" in out
+    assert "return(last 20) n/a  eval 25.0  time left" in out  # the progress line shows the latest evaluation
 
 
 def test_evaluation_keeps_the_time_limit_an_env_has(module, tmp_path, monkeypatch):

@@ -223,6 +223,17 @@ def test_live_progress_bar_on_a_terminal(script, tmp_path):
 
 
 @pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
+def test_progress_line_shows_the_latest_evaluation_once_there_is_one(module_name, capsys):
+    module = importlib.import_module(module_name)
+    progress = module.ProgressReporter(total_timesteps=100, run_dir="runs/x", live=False)
+    progress.update(global_step=50, sps=10.0, recent_return=12.0)
+    progress.update(global_step=100, sps=10.0, recent_return=12.0, eval_return=34.56)  # the last step prints
+    first, last = capsys.readouterr().out.splitlines()[1:]
+    assert "return(last 20) 12.0  time left" in first
+    assert "return(last 20) 12.0  eval 34.6  time left" in last
+
+
+@pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
 def test_plain_progress_line_counts_time_left_past_a_day(module_name, capsys):
     """Without a terminal the console gets plain lines; 100,000 s left is 27 h 46 min 40 s (by hand),
     not the clock time 03:46:40 that a time-of-day format would wrap to."""
