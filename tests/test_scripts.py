@@ -104,6 +104,7 @@ ERROR_CASES = [
     ("ppo_continuous.py", ["--total-timesteps", "1000"], "no iteration would run"),
     ("ppo_discrete.py", ["--total-timesteps", "100"], "no iteration would run"),
     ("ppo_discrete.py", ["--num-envs", "0"], "--num-envs must be at least 1"),
+    ("ppo_continuous.py", ["--eval-max-episode-steps", "0"], "--eval-max-episode-steps must be at least 1"),
     ("ppo_continuous.py", ["--async-envs", "--capture-video"], "drop one of the two"),
     ("ppo_discrete.py", ["--async-envs", "--capture-video"], "drop one of the two"),
     ("ppo_continuous.py", ["--cudagraphs"], "add --compile"),
