@@ -2,6 +2,7 @@
 # copy it to start your own research. Docs: README.md; the details follow Huang et al.,
 # "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
 import ast
+import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -658,11 +659,17 @@ def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str
         "rng": get_rng_state(),
     }
     tmp_path = f"{path}.tmp"
-    with open(tmp_path, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)  # atomic on POSIX and Windows
+    try:
+        with open(tmp_path, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)  # atomic on POSIX and Windows
+    except OSError as error:  # a full disk, a read-only folder: the checkpoint written before stays as it was
+        with contextlib.suppress(OSError):
+            os.remove(tmp_path)  # the partial file would only hold on to the space
+        fail(f"cannot write {path} ({error.strerror or error}); a checkpoint written there before is intact: free "
+             f"disk space or fix the folder's permissions, then --resume from it")  # fmt: skip
 
 
 CHECKPOINT_KEYS = ("script", "run_name", "args", "observation_shape", "action_shape", "global_step", "iteration",

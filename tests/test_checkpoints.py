@@ -188,7 +188,9 @@ def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, asy
     assert steps == list(range(64, 64 * 150 + 1, 64))  # one run, each iteration once
 
 
-def test_interrupted_write_leaves_previous_checkpoint_loadable(module, trained, monkeypatch):
+def test_failed_write_leaves_previous_checkpoint_loadable_and_no_partial_file(module, trained, monkeypatch):
+    """A write that fails midway (a full disk, or a crash) stops with a one-line error; the checkpoint
+    written before is intact and the partial temporary file is gone."""
     summary, path = trained
     before = module.load_checkpoint(str(path))
     args = module.args_from_checkpoint(before)
@@ -204,12 +206,13 @@ def test_interrupted_write_leaves_previous_checkpoint_loadable(module, trained, 
         real_save(obj, f)
         f.seek(0)
         f.truncate(100)  # as if the process died mid-write
-        raise OSError("simulated crash during write")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", save_half_then_die)
-    with pytest.raises(OSError):
+    with pytest.raises(SystemExit, match=f"error: cannot write {path} .*is intact"):
         module.save_checkpoint(str(path), agent, optimizer, envs, args, "x", 999, 9, None)
     monkeypatch.setattr(torch, "save", real_save)
+    assert not os.path.exists(f"{path}.tmp")
     after = module.load_checkpoint(str(path))
     assert after["global_step"] == before["global_step"]
     for name, tensor in before["agent"].items():
