@@ -661,11 +661,14 @@ def save_checkpoint(path: str, agent, optimizer, envs, args: Args, run_name: str
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)  # atomic on POSIX and Windows
-    except OSError as error:  # a full disk, a read-only folder: the checkpoint written before stays as it was
-        with contextlib.suppress(OSError):
-            os.remove(tmp_path)  # the partial file would only hold on to the space
-        fail(f"cannot write {path} ({error.strerror or error}); a checkpoint written there before is intact: free "
-             f"disk space or fix the folder's permissions, then --resume from it")  # fmt: skip
+    except BaseException as error:  # a full disk, a read-only folder, a second Ctrl-C: the file written before
+        with contextlib.suppress(OSError):  # stays as it was, and the partial one, which would only hold on to the
+            os.remove(tmp_path)  # space, goes
+        if not isinstance(error, (OSError, RuntimeError)):  # torch's zip writer reports some failures as RuntimeError
+            raise
+        reason = getattr(error, "strerror", None) or (str(error).strip() or type(error).__name__).splitlines()[0]
+        fail(f"cannot write {path} ({reason}); the file written there before, if any, is intact: free disk space "
+             f"or fix the folder's permissions")  # fmt: skip
 
 
 CHECKPOINT_KEYS = ("script", "run_name", "args", "observation_shape", "action_shape", "global_step", "iteration",

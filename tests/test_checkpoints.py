@@ -209,7 +209,8 @@ def test_failed_write_leaves_previous_checkpoint_loadable_and_no_partial_file(mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", save_half_then_die)
-    with pytest.raises(SystemExit, match=f"error: cannot write {path} .*is intact"):
+    with pytest.raises(SystemExit, match=f"error: cannot write {path} .No space left on device.; the file written "
+                                          f"there before, if any, is intact"):
         module.save_checkpoint(str(path), agent, optimizer, envs, args, "x", 999, 9, None)
     monkeypatch.setattr(torch, "save", real_save)
     assert not os.path.exists(f"{path}.tmp")
@@ -217,6 +218,19 @@ def test_failed_write_leaves_previous_checkpoint_loadable_and_no_partial_file(mo
     assert after["global_step"] == before["global_step"]
     for name, tensor in before["agent"].items():
         torch.testing.assert_close(after["agent"][name], tensor, rtol=0, atol=0)
+
+
+def test_a_full_disk_stops_with_one_line_and_leaves_no_partial_file(module, trained):
+    """A real ENOSPC through torch.save: the temporary file is a link to /dev/full, where every write fails."""
+    summary, path = trained
+    before = module.load_checkpoint(str(path))
+    args = module.args_from_checkpoint(before)
+    os.symlink("/dev/full", f"{path}.tmp")
+    with pytest.raises(SystemExit, match="cannot write .*No space left on device"):
+        module.save_checkpoint(str(path), summary["agent"], torch.optim.Adam(summary["agent"].parameters()),
+                               module.make_envs(args), args, "x", 999, 9, None)  # fmt: skip
+    assert not os.path.lexists(f"{path}.tmp")
+    assert module.load_checkpoint(str(path))["global_step"] == before["global_step"]
 
 
 class RunsCode:

@@ -2,6 +2,7 @@
 import importlib
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -105,6 +106,7 @@ ERROR_CASES = [
     ("ppo_discrete.py", ["--total-timesteps", "100"], "no iteration would run"),
     ("ppo_discrete.py", ["--num-envs", "0"], "--num-envs must be at least 1"),
     ("ppo_continuous.py", ["--eval-max-episode-steps", "0"], "--eval-max-episode-steps must be at least 1"),
+    ("ppo_discrete.py", ["--eval-max-episode-steps", "-5"], "--eval-max-episode-steps must be at least 1"),
     ("ppo_continuous.py", ["--async-envs", "--capture-video"], "drop one of the two"),
     ("ppo_discrete.py", ["--async-envs", "--capture-video"], "drop one of the two"),
     ("ppo_continuous.py", ["--cudagraphs"], "add --compile"),
@@ -212,7 +214,7 @@ def test_importing_a_script_runs_nothing(tmp_path):
 @pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
 def test_live_progress_bar_on_a_terminal(script, tmp_path):
     """On a terminal the console shows a live rich bar; `script` gives the run a pseudo-terminal."""
-    flags = "--num-envs 2 --num-steps 32 --num-minibatches 2 --update-epochs 1 --total-timesteps 128"
+    flags = "--num-envs 2 --num-steps 32 --num-minibatches 2 --update-epochs 1 --total-timesteps 128 --eval-every 2"
     env_id = "InvertedPendulum-v4" if script == "ppo_continuous.py" else "CartPole-v1"
     command = f"{sys.executable} {REPO / script} --env-id {env_id} {flags}"
     result = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=tmp_path, capture_output=True, text=True,
@@ -221,6 +223,7 @@ def test_live_progress_bar_on_a_terminal(script, tmp_path):
     assert "Traceback" not in result.stdout
     assert "128/128 steps" in result.stdout  # the bar's own format, not the plain line's "step 128/128"
     assert "━" in result.stdout  # rich's bar
+    assert re.search(r"return [-\d.]+  eval [-\d.]+", result.stdout)  # the evaluation at step 128
 
 
 @pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
