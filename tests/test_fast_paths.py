@@ -41,41 +41,51 @@ def resumed(module, checkpoint_dir, workdir, monkeypatch, **flags):
     """Resume a copy of a run directory; its scalars, the stopped run's and the resumed run's."""
     shutil.copytree(checkpoint_dir, workdir / checkpoint_dir.name)
     monkeypatch.chdir(workdir)
-    module.train(module.Args(resume=str(workdir / checkpoint_dir.name / "checkpoint.pt"), cuda=False, **flags))
+    module.train(module.Args(resume=str(workdir / checkpoint_dir.name / "checkpoint.pt"), **{"cuda": False, **flags}))
     return read_scalars(workdir / checkpoint_dir.name)
 
 
+ON_CUDA = pytest.param(True, id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))
+
+
+@pytest.mark.parametrize("cuda", [pytest.param(False, id="cpu"), ON_CUDA])
 @pytest.mark.parametrize("module_name", list(SETUPS))
-def test_compile_gives_the_same_losses_as_the_plain_path(module_name, tmp_path, monkeypatch):
+def test_compile_gives_the_same_losses_as_the_plain_path(module_name, cuda, tmp_path, monkeypatch):
     """Compiled kernels round differently in the last bits, and sampling (normal, multinomial) runs
     the eager ops on the same RNG stream, so over 4 iterations the two runs stay within 1e-4."""
     module = importlib.import_module(module_name)
-    plain = logged(module, tmp_path / "plain", monkeypatch)
-    compiled = logged(module, tmp_path / "compiled", monkeypatch, compile=True)
+    plain = logged(module, tmp_path / "plain", monkeypatch, cuda=cuda)
+    compiled = logged(module, tmp_path / "compiled", monkeypatch, compile=True, cuda=cuda)
     assert_same_losses(compiled, plain)
     returns = [[v for _, v in run["charts/episodic_return"]] for run in (plain, compiled)]
     np.testing.assert_allclose(returns[1], returns[0], rtol=1e-4)
 
 
+@pytest.mark.parametrize("devices", [pytest.param((False, False), id="cpu"),
+                                     pytest.param((True, False), id="cuda-to-cpu", marks=ON_CUDA.marks),
+                                     pytest.param((False, True), id="cpu-to-cuda", marks=ON_CUDA.marks)])  # fmt: skip
 @pytest.mark.parametrize("first_compiled", [True, False], ids=["compiled-checkpoint", "plain-checkpoint"])
 @pytest.mark.parametrize("module_name", list(SETUPS))
-def test_checkpoint_resumes_alike_compiled_or_plain(module_name, first_compiled, tmp_path, monkeypatch):
+def test_checkpoint_resumes_alike_compiled_or_plain(module_name, first_compiled, devices, tmp_path, monkeypatch):
     """--compile's update takes Adam's steps on the optimizer's own state, so a checkpoint holds the
     moments and step count whichever path wrote it: stopped after iteration 2, then resumed compiled
     or plain, the run takes the same steps (losses within 1e-4). A compiled update that started from
-    fresh moments, or a compiled run that saved none, would not."""
+    fresh moments, or a compiled run that saved none, would not. With a GPU, the same across devices:
+    a checkpoint written on one resumes on the other, compiled or plain."""
     module = importlib.import_module(module_name)
+    first_on_cuda, resume_on_cuda = devices
     with monkeypatch.context() as patch:  # Ctrl-C during iteration 2: it finishes, saves and stops
         patch.setattr(module, "compute_gae", interrupting_loss(module.compute_gae, 2))
-        first = logged(module, tmp_path / "first", monkeypatch, compile=first_compiled, checkpoint_every=1)
+        first = logged(module, tmp_path / "first", monkeypatch, compile=first_compiled, checkpoint_every=1,
+                       cuda=first_on_cuda)  # fmt: skip
     [run_dir] = (tmp_path / "first" / "runs").iterdir()
     saved = module.load_checkpoint(str(run_dir / "checkpoint.pt"))
     assert saved["iteration"] == 2 and len(first["losses/value_loss"]) == 2
     moments = saved["optimizer"]["state"].values()
     assert len(moments) == len(saved["agent"])  # every parameter has Adam's state (all() of none would pass)
     assert all(state["step"].item() == 2 * 4 * 8 for state in moments)  # 64 Adam steps
-    compiled = resumed(module, run_dir, tmp_path / "compiled", monkeypatch, compile=True)
-    plain = resumed(module, run_dir, tmp_path / "plain", monkeypatch)
+    compiled = resumed(module, run_dir, tmp_path / "compiled", monkeypatch, compile=True, cuda=resume_on_cuda)
+    plain = resumed(module, run_dir, tmp_path / "plain", monkeypatch, cuda=resume_on_cuda)
     assert_same_losses(compiled, plain)
 
 
