@@ -60,7 +60,7 @@ class Args:
     capture_video: bool = False
     """whether to capture videos of the agent (sub-env 0) to the `videos/{run_name}` folder"""
     backend: str | None = None
-    """torch.distributed backend under torchrun: gloo (CPU) or nccl (GPU); default: nccl when CUDA is used, else gloo"""
+    """torch.distributed backend under torchrun: gloo (CPU) or nccl (GPU); default: nccl when each rank has a GPU, else gloo"""
 
     # Algorithm specific arguments
     env_id: str = "CartPole-v1"
@@ -211,6 +211,10 @@ def validate_args(args: Args) -> Args:
         fail(f"--backend must be gloo or nccl, got {args.backend!r}")
     if args.backend == "nccl" and world_size > 1 and not (args.cuda and torch.cuda.is_available()):
         fail("--backend nccl needs CUDA (a GPU torch can use, and --cuda); use --backend gloo on CPU")
+    local_ranks, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count()
+    if args.backend == "nccl" and world_size > 1 and gpus < local_ranks:  # NCCL refuses two ranks on one GPU
+        fail(f"--backend nccl needs a GPU per rank, but this machine runs {local_ranks} ranks on {gpus} GPU(s); "
+             "start fewer ranks, or drop --backend to let them share the GPUs over gloo")  # fmt: skip
     if args.track:
         try:
             import wandb  # noqa: F401
@@ -611,7 +615,7 @@ def get_rng_state() -> dict:
     np_rng = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],  # a CPU run starts no CUDA
         "numpy": [np_rng[0], torch.from_numpy(np_rng[1].astype(np.int64)), *np_rng[2:]],
         "python": random.getstate(),
     }
@@ -914,9 +918,10 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, world_size = 0, 1
     if ddp:
-        dist.init_process_group(backend=args.backend or ("nccl" if use_cuda else "gloo"))
+        gpu_per_rank = use_cuda and int(os.environ.get("LOCAL_WORLD_SIZE", 1)) <= torch.cuda.device_count()
+        dist.init_process_group(backend=args.backend or ("nccl" if gpu_per_rank else "gloo"))  # nccl: a GPU per rank
         rank, world_size = dist.get_rank(), dist.get_world_size()
-        if use_cuda:  # each rank its own GPU when there are enough; otherwise they share
+        if use_cuda:  # each rank its own GPU when there are enough; otherwise they share (over gloo)
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
             torch.cuda.set_device(device)
     master_process = rank == 0  # logs, videos, checkpoints and console output
@@ -1105,6 +1110,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
                 list(parameters.values()), [grad * clip_coef for grad in grads], [state["exp_avg"] for state in states],
                 [state["exp_avg_sq"] for state in states], [], [state["step"] for state in states], foreach=False,
                 amsgrad=False, beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0, eps=eps, maximize=False,
+                capturable=device.type != "cpu",  # on a GPU, torch runs a non-capturable Adam outside the graph
             )  # fmt: skip
         return torch.cat([stats, grad_norm.reshape(1)])
 

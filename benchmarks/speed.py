@@ -7,8 +7,8 @@
 For each config it prints: training steps/s; raw steps/s of the same vector env and wrappers
 (`make_envs` of the script) under random actions; their ratio; how the training wall time splits
 between env stepping, the rest of the rollout (mostly policy inference and storage) and the update
-(GAE + all epochs of minibatch updates); and peak memory (resident set, and GPU when used). Each
-config runs in a subprocess of its own, so peak memory is its own. Timings exclude start-up and
+(GAE + all epochs of minibatch updates); and peak memory (resident set, and the GPU memory of
+tensors when used). Each config runs in a subprocess of its own, so peak memory is its own. Timings exclude start-up and
 the first iteration (warm-up, and compiling with --compile), whose length is printed apart.
 """
 
@@ -43,7 +43,7 @@ def peak_memory_mib() -> dict:
     import torch
 
     memory = {"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # the run used the GPU: the most its tensors held (CUDA's own context not counted)
         memory["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return memory
 
@@ -112,7 +112,7 @@ def main():
         output = result.stdout
         r = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
         share = {key: 100 * r[key] / r["total_s"] for key in ("env_s", "rollout_other_s", "update_s")}
-        memory = f"{r['rss_mib']:,.0f} MiB" + (f" (GPU {r['gpu_mib']:,.0f} MiB)" if "gpu_mib" in r else "")
+        memory = f"{r['rss_mib']:,.0f} MiB" + (f" (GPU tensors {r['gpu_mib']:,.0f} MiB)" if "gpu_mib" in r else "")
         print(
             f"| {name} | {r['train_sps']:,.0f} | {r['raw_sps']:,.0f} | {r['train_sps'] / r['raw_sps']:.0%} | "
             f"{share['env_s']:.0f}% | {share['rollout_other_s']:.0f}% | {share['update_s']:.0f}% | {memory} | "

@@ -195,6 +195,21 @@ def test_torchrun_launch_writes_one_run_counting_both_ranks(tmp_path):
     assert [step for step, _ in scalars["charts/SPS"]] == [128, 256]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("ranks, flags", [(1, ["--compile"]), (torch.cuda.device_count() + 1, [])],
+                         ids=["nccl-compiled", "gloo-sharing-gpus"])  # fmt: skip
+def test_torchrun_launch_on_gpus(ranks, flags, tmp_path):
+    """With CUDA, ranks with a GPU each talk over NCCL (here one rank, compiled: the gradient
+    all-reduce inside the graph); more ranks than GPUs share them over gloo, as NCCL refuses that."""
+    flags = ["--env-id", "CartPole-v1", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
+             "--update-epochs", "1", "--total-timesteps", str(ranks * 128), *flags]  # fmt: skip
+    result = run_script("ppo_discrete.py", *flags, cwd=tmp_path, python_prefix=(
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    scalars = read_scalars(single_run_dir(tmp_path))
+    assert [step for step, _ in scalars["charts/SPS"]] == [ranks * 64, ranks * 128]
+
+
 def test_single_process_never_touches_torch_distributed(tmp_path, monkeypatch):
     module = importlib.import_module("ppo_discrete")
     monkeypatch.chdir(tmp_path)

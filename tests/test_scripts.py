@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO, read_scalars, run_script, single_run_dir, without_module
 
 COMMON_TAGS = [
@@ -165,6 +166,14 @@ def test_nccl_without_cuda_under_torchrun_gives_one_line_error(tmp_path):
     # torchrun's WORLD_SIZE is what the check reads; it fails before any process group is made
     result = run_script("ppo_discrete.py", "--backend", "nccl", "--no-cuda", cwd=tmp_path, env={"WORLD_SIZE": "2"})
     assert_one_line_error(result, "--backend nccl needs CUDA", tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_nccl_with_more_ranks_than_gpus_gives_one_line_error(tmp_path):
+    """NCCL refuses two ranks on one GPU (at the first collective, with a long traceback)."""
+    ranks = str(torch.cuda.device_count() + 1)
+    result = run_script("ppo_discrete.py", "--backend", "nccl", cwd=tmp_path, env={"WORLD_SIZE": ranks, "LOCAL_WORLD_SIZE": ranks})
+    assert_one_line_error(result, f"runs {ranks} ranks on {torch.cuda.device_count()} GPU(s)", tmp_path)
 
 
 @pytest.mark.parametrize("script", ["ppo_continuous.py", "ppo_discrete.py"])
