@@ -76,7 +76,7 @@ PUBLISHED_MEAN = {
 # whatever they were, and a resumed one saves this invocation's, not the row's
 NOT_TRAINING = {"exp_name", "cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "track", "wandb_project_name",
                 "wandb_entity", "capture_video", "backend", "save_model", "checkpoint_every", "resume", "init_from",
-                "eval_every", "eval_episodes", "eval_stochastic", "eval_checkpoint"}  # fmt: skip
+                "eval_every", "eval_episodes", "eval_stochastic", "eval_max_episode_steps", "eval_checkpoint"}  # fmt: skip
 
 
 def training_flags(env_id: str, seed: int, steps: int, flags: list[str]) -> list[str]:

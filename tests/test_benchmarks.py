@@ -24,6 +24,28 @@ def test_results_counts_a_finished_run_whatever_its_logging_flags_and_age():
     assert not results.same_training({**tracked, "learning_rate": 1e-3}, expected)
 
 
+# what changes a run's training (tests/ lists them itself: a new Args field must be put on one side or the other)
+TRAINING = {"env_id", "env_kwargs", "seed", "total_timesteps", "torch_deterministic", "learning_rate", "anneal_lr",
+            "num_envs", "num_steps", "gamma", "gae_lambda", "bootstrap_truncated", "num_minibatches", "update_epochs",
+            "norm_adv", "clip_coef", "clip_vloss", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "norm_obs",
+            "norm_reward", "clip_obs", "clip_reward", "rescale_actions",
+            "batch_size", "minibatch_size", "num_iterations"}  # fmt: skip (the last three are computed from the others)
+
+
+@pytest.mark.parametrize("script", ["ppo_continuous", "ppo_discrete"])
+def test_results_knows_whether_each_flag_changes_training(script):
+    """A flag added to Args counts as training unless results.py's NOT_TRAINING names it, and a run
+    saved before it existed holds no value for it: an evaluation-only flag left out of NOT_TRAINING
+    made every finished run look different, so results.py trained them all again."""
+    import dataclasses
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    results, module = importlib.import_module("results"), importlib.import_module(script)
+    fields = {field.name for field in dataclasses.fields(module.Args)}
+    assert fields - results.NOT_TRAINING == TRAINING & fields
+    assert not TRAINING & results.NOT_TRAINING
+
+
 def test_sim_trace_splits_episodes_at_their_ends_and_finds_the_first_difference(tmp_path, capsys):
     """benchmarks/sim_trace.py backs the README's statement on MuJoCo versions. Hand-made traces:
     ends at steps 1 and 4 make episodes of 2 and 3 steps, with returns 1+2 and 3+4+5; a second
