@@ -350,7 +350,7 @@ def make_envs(args: Args, num_envs: int | None = None, video_folder: str | None 
     try:
         vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
         trainer_pid = os.getpid() if args.async_envs else None
-        envs = vector_env(
+        envs = vector_env(  # detail 1: vectorized envs
             [make_env(args.env_id, i, env_kwargs, video_folder, video_trigger, trainer_pid, eval_time_limit)
              for i in range(num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,

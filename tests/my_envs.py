@@ -121,6 +121,18 @@ class NestedMultiDiscreteEnv(MultiDiscreteEnv):
     action_space = spaces.MultiDiscrete([[2, 2], [3, 3]])
 
 
+class ShiftedDiscreteEnv(MultiDiscreteEnv):
+    action_space = spaces.Discrete(3, start=1)
+
+
+class UnboundedBoxEnv(WideBoundsEnv):
+    action_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+
+class DictActionEnv(TupleActionEnv):
+    action_space = spaces.Dict({"move": spaces.Box(-1.0, 1.0, (1,), np.float32)})
+
+
 class NanRewardEnv(gym.Env):
     """Rewards of 1 for its first `nan_after` steps, then nan (10-step episodes): an env gone wrong mid-run."""
 
@@ -189,6 +201,9 @@ for name, entry_point in [
     ("TextAction-v0", TextActionEnv),
     ("MatrixAction-v0", MatrixActionEnv),
     ("NestedMultiDiscrete-v0", NestedMultiDiscreteEnv),
+    ("ShiftedDiscrete-v0", ShiftedDiscreteEnv),
+    ("UnboundedBox-v0", UnboundedBoxEnv),
+    ("DictAction-v0", DictActionEnv),
     ("NanReward-v0", NanRewardEnv),
     ("NanRewardBox-v0", NanRewardBoxEnv),
 ]:

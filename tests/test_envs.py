@@ -184,6 +184,9 @@ def test_multidiscrete_env_trains_saves_and_evaluates(tmp_path):
         ("ppo_continuous.py", "no_such_module:Env-v0", ["cannot import module 'no_such_module'"]),
         ("ppo_continuous.py", "my_envs:MatrixAction-v0", ["2-D actions", "flat vector"]),
         ("ppo_discrete.py", "my_envs:NestedMultiDiscrete-v0", ["2-D MultiDiscrete"]),
+        ("ppo_discrete.py", "my_envs:ShiftedDiscrete-v0", ["start at 1, not 0", "shift them to 0"]),
+        ("ppo_continuous.py", "my_envs:DictAction-v0", ["Dict(", "wrap the env's actions"]),
+        ("ppo_discrete.py", "my_envs:DictAction-v0", ["Dict(", "wrap the env's actions"]),
         ("ppo_continuous.py", "HalfCheetah-v3", ["cannot make HalfCheetah-v3", "gymnasium-robotics"]),  # retired
         ("ppo_discrete.py", "LunarLander-v3", ["cannot make LunarLander-v3", "Box2D is not installed"]),  # no extra
     ],
@@ -191,6 +194,13 @@ def test_multidiscrete_env_trains_saves_and_evaluates(tmp_path):
 def test_unsupported_spaces_and_ids_give_one_line_errors_before_training(script, env_id, messages, tmp_path):
     result = run_script(script, "--env-id", env_id, *SMALL, cwd=tmp_path, env={"PYTHONPATH": TESTS})
     one_line_error(result, *messages)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_rescale_actions_without_finite_bounds_gives_one_line_error(tmp_path):
+    result = run_script("ppo_continuous.py", "--env-id", "my_envs:UnboundedBox-v0", "--rescale-actions", *SMALL,
+                        cwd=tmp_path, env={"PYTHONPATH": TESTS})  # fmt: skip
+    one_line_error(result, "--rescale-actions needs finite action bounds", "Box(-inf, inf")
     assert not (tmp_path / "runs").exists()
 
 
