@@ -60,7 +60,7 @@ class Args:
     capture_video: bool = False
     """whether to capture videos of the agent (sub-env 0) to the `videos/{run_name}` folder"""
     backend: str | None = None
-    """torch.distributed backend under torchrun: gloo (CPU) or nccl (GPU); default: nccl when each rank has a GPU, else gloo"""
+    """torch.distributed backend under torchrun: gloo (CPU) or nccl (GPU); default: nccl with --cuda and a GPU per rank, else gloo"""
 
     # Algorithm specific arguments
     env_id: str = "CartPole-v1"
@@ -1111,6 +1111,7 @@ def train(args: Args, given: frozenset = frozenset()) -> dict:
                 [state["exp_avg_sq"] for state in states], [], [state["step"] for state in states], foreach=False,
                 amsgrad=False, beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0, eps=eps, maximize=False,
                 capturable=device.type != "cpu",  # on a GPU, torch runs a non-capturable Adam outside the graph
+                # (and a capturable one too if state_steps comes by keyword: it stays the 6th positional argument)
             )  # fmt: skip
         return torch.cat([stats, grad_norm.reshape(1)])
 

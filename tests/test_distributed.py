@@ -203,9 +203,10 @@ def test_torchrun_launch_on_gpus(ranks, flags, tmp_path):
     all-reduce inside the graph); more ranks than GPUs share them over gloo, as NCCL refuses that."""
     flags = ["--env-id", "CartPole-v1", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
              "--update-epochs", "1", "--total-timesteps", str(ranks * 128), *flags]  # fmt: skip
-    result = run_script("ppo_discrete.py", *flags, cwd=tmp_path, python_prefix=(
+    result = run_script("ppo_discrete.py", *flags, cwd=tmp_path, env={"NCCL_DEBUG": "INFO"}, python_prefix=(
         "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)))  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert ("NCCL INFO" in result.stdout + result.stderr) == (ranks == 1)  # NCCL logs only where it runs
     scalars = read_scalars(single_run_dir(tmp_path))
     assert [step for step, _ in scalars["charts/SPS"]] == [ranks * 64, ranks * 128]
 

@@ -171,8 +171,9 @@ def test_nccl_without_cuda_under_torchrun_gives_one_line_error(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_nccl_with_more_ranks_than_gpus_gives_one_line_error(tmp_path):
     """NCCL refuses two ranks on one GPU (at the first collective, with a long traceback)."""
-    ranks = str(torch.cuda.device_count() + 1)
-    result = run_script("ppo_discrete.py", "--backend", "nccl", cwd=tmp_path, env={"WORLD_SIZE": ranks, "LOCAL_WORLD_SIZE": ranks})
+    ranks = str(torch.cuda.device_count() + 1)  # one batch in all: without the check, one short single-process iteration
+    result = run_script("ppo_discrete.py", "--backend", "nccl", "--total-timesteps", str(512 * int(ranks)), cwd=tmp_path,
+                        env={"WORLD_SIZE": ranks, "LOCAL_WORLD_SIZE": ranks})  # fmt: skip
     assert_one_line_error(result, f"runs {ranks} ranks on {torch.cuda.device_count()} GPU(s)", tmp_path)
 
 
