@@ -49,7 +49,7 @@ RUNS = [
     ("ppo_continuous.py", "Hopper-v4", "default", [1, 2, 3], 1_000_000, []),
     ("ppo_continuous.py", "Walker2d-v4", "default", [1, 2, 3], 1_000_000, []),
     ("ppo_continuous.py", "Humanoid-v4", "default", [1, 2, 3, 4, 5], 1_000_000, []),
-    ("ppo_continuous.py", "Humanoid-v4", "large-batch", [1, 2], 10_000_000, HUMANOID_LARGE_BATCH),
+    ("ppo_continuous.py", "Humanoid-v4", "large-batch", [1, 2, 3], 10_000_000, HUMANOID_LARGE_BATCH),
     # the default batch gathered from more envs at once, compiled: the fast setting on a CPU (speed.py measures it)
     ("ppo_discrete.py", "CartPole-v1", "many-envs", [1, 2, 3], 500_000, ["--num-envs", "16", "--num-steps", "32", "--compile"]),
     ("ppo_continuous.py", "HalfCheetah-v4", "many-envs", [1, 2, 3], 1_000_000, ["--num-envs", "8", "--num-steps", "256", "--compile"]),
