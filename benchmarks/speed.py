@@ -1,4 +1,4 @@
-"""How close training comes to the raw speed of its environments.
+"""How close training comes to the raw speed of its environments, timed from outside train().
 
     python benchmarks/speed.py                          # every config below
     python benchmarks/speed.py cartpole halfcheetah     # some of them
@@ -6,10 +6,13 @@
 
 For each config it prints: training steps/s; raw steps/s of the same vector env and wrappers
 (`make_envs` of the script) under random actions; their ratio; how the training wall time splits
-between env stepping, the rest of the rollout (mostly policy inference and storage) and the update
-(GAE + all epochs of minibatch updates); and peak memory (resident set, and the GPU memory of
-tensors when used). Each config runs in a subprocess of its own, so peak memory is its own. Timings exclude start-up and
-the first iteration (warm-up, and compiling with --compile), whose length is printed apart.
+between env stepping, the rest of the rollout (mostly policy inference and storage) and the rest of
+the iteration (GAE, all epochs of minibatch updates, logging); and peak memory (resident set, and
+the GPU memory of tensors when used). The script is not changed for this: train() runs as it is,
+and this file wraps the envs' step and the functions train() calls once per iteration (compute_gae
+after the rollout, Run.progress at the end) to read the clock. Each config runs in a subprocess of
+its own, so peak memory is its own. Timings exclude start-up and the first iteration (warm-up, and
+compiling with --compile), whose length is printed apart.
 """
 
 import argparse
@@ -54,7 +57,7 @@ def measure(name: str, extra: list[str]) -> dict:
 
     module_name, flags, iterations = CONFIGS[name]
     module = importlib.import_module(module_name)
-    args = module.validate_args(tyro.cli(module.Args, args=[*flags, *extra]))
+    args = module.validate_args(tyro.cli(module.Args, args=[*flags, *extra, "--no-save-model"]))
 
     envs = module.make_envs(args)  # the raw env speed: same vector env and wrappers, random actions
     envs.reset(seed=0)
@@ -67,21 +70,51 @@ def measure(name: str, extra: list[str]) -> dict:
     raw_sps = raw_steps * args.num_envs / (time.perf_counter() - start)
     envs.close()
 
+    # the clock, read from outside: env steps, the end of each rollout, the end of each iteration
+    clock = {"env": 0.0, "rollout_end": [], "iteration_end": [], "steps": []}
+    real_make_envs, real_gae, real_progress = module.make_envs, module.compute_gae, module.Run.progress
+
+    def timed_make_envs(*make_args, **make_kwargs):
+        timed_envs = real_make_envs(*make_args, **make_kwargs)
+        real_step = timed_envs.step
+
+        def step(actions):
+            step_start = time.perf_counter()
+            result = real_step(actions)
+            clock["env"] += time.perf_counter() - step_start
+            return result
+
+        timed_envs.step = step
+        return timed_envs
+
+    def timed_gae(*gae_args, **gae_kwargs):
+        clock["rollout_end"].append((time.perf_counter(), clock["env"]))
+        return real_gae(*gae_args, **gae_kwargs)
+
+    def timed_progress(run, global_step, *progress_args):
+        clock["iteration_end"].append(time.perf_counter())
+        clock["steps"].append(global_step)
+        return real_progress(run, global_step, *progress_args)
+
+    module.make_envs, module.compute_gae, module.Run.progress = timed_make_envs, timed_gae, timed_progress
     args.total_timesteps = (iterations + 1) * args.batch_size
-    summary = module.train(args)
-    # the first iteration holds warm-up and, with --compile, compiling: time the others
-    first = summary["first_iteration_timings"]
-    timings = {key: value - first[key] for key, value in summary["timings"].items()}
+    start = time.perf_counter()
+    module.train(args)
+    # iterations 2 and on: each from the previous iteration's end to its own
+    ends, rollouts = clock["iteration_end"], clock["rollout_end"]
+    total = ends[-1] - ends[0]
+    env = rollouts[-1][1] - rollouts[0][1]  # the env time of iterations 2 and on
+    rollout = sum(rollouts[i][0] - ends[i - 1] for i in range(1, len(ends)))
     return {
         "config": name,
         "flags": " ".join([*flags, *extra]),
-        "train_sps": (summary["global_step"] - first["global_step"]) / timings["total"],
-        "first_iteration_s": first["total"],
+        "train_sps": (clock["steps"][-1] - clock["steps"][0]) / total,
+        "first_iteration_s": ends[0] - start,
         "raw_sps": raw_sps,
-        "env_s": timings["env"],
-        "rollout_other_s": timings["rollout_other"],
-        "update_s": timings["update"],
-        "total_s": timings["total"],
+        "env_s": env,
+        "rollout_other_s": rollout - env,
+        "update_s": total - rollout,
+        "total_s": total,
         **peak_memory_mib(),
     }
 

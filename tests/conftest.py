@@ -26,10 +26,11 @@ def run_script(script, *flags, cwd, env=None, timeout=600, python_prefix=()):
 
 
 def without_module(tmp_path, name):
-    """Environment variables under which `import name` fails as it does where the package is not installed."""
+    """Environment variables under which `name` looks as it does where the package is not installed: Python finds
+    no such module (importlib.util.find_spec gives None) and `import name` fails."""
     blocker = tmp_path / "blocker"
     blocker.mkdir(exist_ok=True)
-    (blocker / f"{name}.py").write_text(f"raise ImportError('No module named {name}')\n")
+    (blocker / "sitecustomize.py").write_text(f"import sys\nsys.modules[{name!r}] = None\n")
     return {"PYTHONPATH": str(blocker)}
 
 

@@ -125,12 +125,12 @@ def sync_rank_main(rank, port, data, queue):
 
     module = importlib.import_module("ppo_continuous")
     dist.init_process_group("gloo")
-    envs = module.make_envs(module.Args(env_id="InvertedPendulum-v4", norm_reward=False, cuda=False), num_envs=1)
+    envs = module.make_envs(module.Args(env_id="InvertedPendulum-v4", norm_reward=False, num_envs=1, cuda=False))
     initial, own = data[0], data[1 + rank]
     shared = {"obs_rms": {"mean": torch.tensor(initial.mean(0)), "var": torch.tensor(initial.var(0)),
                           "count": float(len(initial))}}  # fmt: skip
     module.set_normalization(envs, shared)
-    module.find_wrapper(envs, module.gym.wrappers.vector.NormalizeObservation).obs_rms.update(own)
+    module.normalizers(envs)["obs_rms"].obs_rms.update(own)
     merged = module.sync_normalization(envs, shared, 2, torch.device("cpu"))
     dist.destroy_process_group()
     queue.put((rank, merged["obs_rms"]["mean"].numpy(), merged["obs_rms"]["var"].numpy(), merged["obs_rms"]["count"]))

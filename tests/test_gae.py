@@ -3,7 +3,6 @@ import importlib
 
 import numpy as np
 import pytest
-import torch
 
 MODULES = ["ppo_continuous", "ppo_discrete"]
 
@@ -37,12 +36,9 @@ def reference_gae(rewards, values, next_value, terminated, truncated, valid, gam
 
 def run_gae(module_name, rewards, values, next_value, terminated, truncated, valid, gamma, lam, bootstrap):
     module = importlib.import_module(module_name)
-    as_tensor = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
-    advantages, returns = module.compute_gae(
-        as_tensor(rewards), as_tensor(values), as_tensor(next_value), as_tensor(terminated),
-        as_tensor(truncated), as_tensor(valid), gamma, lam, bootstrap,
-    )  # fmt: skip
-    return advantages.numpy(), returns.numpy()
+    as_array = lambda x: np.array(x, dtype=np.float32)  # noqa: E731  (the rollout's dtype)
+    arrays = [as_array(x) for x in (rewards, values, next_value, terminated, truncated, valid)]
+    return module.compute_gae(*arrays, gamma, lam, bootstrap)
 
 
 @pytest.mark.parametrize("module_name", MODULES)

@@ -15,15 +15,19 @@ def loss_args(module, **overrides):
     return args
 
 
+def minibatch(**tensors):
+    """A minibatch as ppo_loss takes it: the rollout's tensors by name."""
+    return tensors
+
+
 def policy_gradient(module, ratios, advantages, mask=None):
     """d(loss)/d(newlogprob) for given ratios, with the value and entropy terms switched off."""
     newlogprob = torch.tensor(np.log(ratios), dtype=torch.float32, requires_grad=True)
     n = len(ratios)
     mask = torch.ones(n) if mask is None else torch.tensor(mask, dtype=torch.float32)
-    loss, stats = module.ppo_loss(
-        newlogprob, torch.zeros(n), torch.zeros(n), torch.zeros(n), torch.tensor(advantages, dtype=torch.float32),
-        torch.zeros(n), torch.zeros(n), mask, loss_args(module, vf_coef=0.0),
-    )  # fmt: skip
+    mb = minibatch(logprobs=torch.zeros(n), advantages=torch.tensor(advantages, dtype=torch.float32),
+                   returns=torch.zeros(n), values=torch.zeros(n), valid=mask)  # fmt: skip
+    loss, stats = module.ppo_loss(newlogprob, torch.zeros(n), torch.zeros(n), mb, loss_args(module, vf_coef=0.0))
     loss.backward()
     return newlogprob.grad.numpy(), loss.item(), stats
 
@@ -63,8 +67,9 @@ def test_masked_samples_are_out_of_every_term_and_the_advantage_statistics(modul
 
     def loss_and_grads(newlogprob, entropy, newvalue, logprob, advantages, returns, values, mask):
         inputs = [torch.tensor(x, dtype=torch.float32, requires_grad=True) for x in (newlogprob, entropy, newvalue)]
+        names = ("logprobs", "advantages", "returns", "values", "valid")
         others = [torch.tensor(x, dtype=torch.float32) for x in (logprob, advantages, returns, values, mask)]
-        loss, stats = module.ppo_loss(*inputs, *others, args)
+        loss, stats = module.ppo_loss(*inputs, dict(zip(names, others)), args)
         loss.backward()
         return loss.item(), stats, [x.grad for x in inputs]
 
@@ -74,7 +79,9 @@ def test_masked_samples_are_out_of_every_term_and_the_advantage_statistics(modul
     masked_sample = (5.0, 7.0, 50.0, -3.0, 100.0, -9.0, 20.0)
     loss_m, stats_m, grads_m = loss_and_grads(*[[*x, extra] for x, extra in zip(real, masked_sample)], [1, 1, 1, 0])
     assert loss_m == pytest.approx(loss, rel=1e-6)
-    torch.testing.assert_close(stats_m, stats)
+    assert stats_m.keys() == stats.keys()
+    for name in stats:
+        torch.testing.assert_close(stats_m[name], stats[name], msg=name)
     for grad, grad_m in zip(grads, grads_m):
         torch.testing.assert_close(grad_m[:3], grad)
         assert grad_m[3] == 0
@@ -86,9 +93,9 @@ def test_debug_scalars_match_hand_calculation(module_name):
     ratios = np.array([1.5, 0.5, 1.1, 0.9])
     _, _, stats = policy_gradient(module, ratios, [1.0, -1.0, 2.0, -2.0])
     logratio = np.log(ratios)
-    assert stats[3].item() == pytest.approx(np.mean(-logratio), rel=1e-5)  # old_approx_kl
-    assert stats[4].item() == pytest.approx(np.mean((ratios - 1) - logratio), rel=1e-5)  # approx_kl
-    assert stats[5].item() == pytest.approx(0.5)  # clipfrac: 1.5 and 0.5 are outside [0.8, 1.2]
+    assert stats["old_approx_kl"].item() == pytest.approx(np.mean(-logratio), rel=1e-5)
+    assert stats["approx_kl"].item() == pytest.approx(np.mean((ratios - 1) - logratio), rel=1e-5)
+    assert stats["clipfrac"].item() == pytest.approx(0.5)  # 1.5 and 0.5 are outside [0.8, 1.2]
 
 
 @pytest.mark.parametrize("module_name", MODULES)
@@ -97,11 +104,10 @@ def test_value_loss_is_clipped_around_the_old_value(module_name):
     # old value 0, return 1, new value 0.5: clipped value 0.2 -> max((0.5-1)^2, (0.2-1)^2) = 0.64
     n = 1
     newvalue = torch.tensor([0.5], requires_grad=True)
-    loss, stats = module.ppo_loss(
-        torch.zeros(n), torch.zeros(n), newvalue, torch.zeros(n), torch.zeros(n), torch.ones(n),
-        torch.zeros(n), torch.ones(n), loss_args(module, vf_coef=1.0),
-    )  # fmt: skip
-    assert stats[1].item() == pytest.approx(0.5 * 0.64)
+    mb = minibatch(logprobs=torch.zeros(n), advantages=torch.zeros(n), returns=torch.ones(n), values=torch.zeros(n),
+                   valid=torch.ones(n))  # fmt: skip
+    loss, stats = module.ppo_loss(torch.zeros(n), torch.zeros(n), newvalue, mb, loss_args(module, vf_coef=1.0))
+    assert stats["value_loss"].item() == pytest.approx(0.5 * 0.64)
     loss.backward()
     assert newvalue.grad.item() == 0.0  # the clipped branch is active and constant in newvalue
 
@@ -114,10 +120,9 @@ def test_ratio_is_one_and_approx_kl_zero_on_first_minibatch(module_name, tmp_pat
     calls = []
     real_loss = module.ppo_loss
 
-    def recording_loss(newlogprob, entropy, newvalue, logprobs, *rest):
-        calls.append((newlogprob - logprobs).detach().abs().max().item())
-        loss, stats = real_loss(newlogprob, entropy, newvalue, logprobs, *rest)
-        calls[-1] = (calls[-1], stats[4].item())
+    def recording_loss(newlogprob, entropy, newvalue, mb, args):
+        loss, stats = real_loss(newlogprob, entropy, newvalue, mb, args)
+        calls.append(((newlogprob - mb["logprobs"]).detach().abs().max().item(), stats["approx_kl"].item()))
         return loss, stats
 
     monkeypatch.setattr(module, "ppo_loss", recording_loss)
