@@ -67,8 +67,6 @@ class Args:
     norm_reward: bool = True  # scale rewards by the running std of the discounted return, then clip to +-clip-reward
     clip_reward: float = 10.0  # the clip range of scaled rewards
     rescale_actions: bool = False  # map the policy's [-1, 1] onto the env's bounds (off: clip samples, like CleanRL)
-
-    # Checkpoints and evaluation
     save_model: bool = True  # save runs/{run_name}/checkpoint.pt at the end, or when stopped by Ctrl-C or SIGTERM
     checkpoint_every: int = 0  # also save it every N iterations (0: off)
     resume: str | None = None  # continue the run of this checkpoint, in its folder, with its saved flags
@@ -132,18 +130,15 @@ def make_envs(args: Args, video_folder=None, evaluation=False):
     return envs
 
 
-def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
-    torch.nn.init.orthogonal_(layer.weight, std)  # detail 2: orthogonal init, zero bias
-    torch.nn.init.constant_(layer.bias, bias_const)
-    return layer
-
-
 def mlp(in_dim: int, out_dim: int, out_std: float, hidden=(64, 64), activation=nn.Tanh):
-    layers = []
-    for size in hidden:
-        layers += [layer_init(nn.Linear(in_dim, size)), activation()]
-        in_dim = size
-    return nn.Sequential(*layers, layer_init(nn.Linear(in_dim, out_dim), std=out_std))
+    """Linear layers with orthogonal init and zero biases (detail 2): gain sqrt(2), and out_std for the last one."""
+    layers, sizes = [], [in_dim, *hidden, out_dim]
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        nn.init.orthogonal_(layers[-1].weight, np.sqrt(2) if i < len(hidden) else out_std)
+        nn.init.constant_(layers[-1].bias, 0.0)
+        layers += [activation()] if i < len(hidden) else []
+    return nn.Sequential(*layers)
 
 
 class Agent(nn.Module):
@@ -185,41 +180,36 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
     return advantages, advantages + values
 
 
-def masked_mean(x, mask, count):
-    """Mean of x over the transitions where mask is 1; count is mask.sum().clamp(min=1.0), computed once."""
-    return (x * mask).sum() / count
-
-
 def ppo_loss(newlogprob, entropy, newvalue, mb: dict, args: Args):
     """The clipped PPO loss of a minibatch `mb` (tensors by name) over its real transitions (`valid`: 0 at autoreset
     steps); returns the loss and its debug scalars by name (detail 12)."""
     mask = mb["valid"]
     num_valid = mask.sum()
-    count = num_valid.clamp(min=1.0)
+    masked_mean = lambda x: (x * mask).sum() / num_valid.clamp(min=1.0)  # noqa: E731  (over real transitions only)
     logratio = newlogprob - mb["logprobs"]
     ratio = logratio.exp()
     with torch.no_grad():
-        old_approx_kl = masked_mean(-logratio, mask, count)
-        approx_kl = masked_mean((ratio - 1) - logratio, mask, count)
-        clipfrac = masked_mean(((ratio - 1.0).abs() > args.clip_coef).float(), mask, count)
+        old_approx_kl = masked_mean(-logratio)
+        approx_kl = masked_mean((ratio - 1) - logratio)
+        clipfrac = masked_mean(((ratio - 1.0).abs() > args.clip_coef).float())
     advantages = mb["advantages"]
     if args.norm_adv:  # detail 7: per-minibatch advantage normalization, over real transitions only
-        adv_mean = masked_mean(advantages, mask, count)
+        adv_mean = masked_mean(advantages)
         adv_var = ((advantages - adv_mean) ** 2 * mask).sum() / (num_valid - 1).clamp(min=1.0)
         advantages = (advantages - adv_mean) / (adv_var.sqrt() + 1e-8)
     # detail 8: clipped surrogate objective
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask, count)
+    pg_loss = masked_mean(torch.max(pg_loss1, pg_loss2))
     newvalue, returns, values = newvalue.view(-1), mb["returns"], mb["values"]
     if args.clip_vloss:  # detail 9: clipped value loss
         v_loss_unclipped = (newvalue - returns) ** 2
         v_clipped = values + torch.clamp(newvalue - values, -args.clip_coef, args.clip_coef)
         v_loss_clipped = (v_clipped - returns) ** 2
-        v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask, count)
+        v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped))
     else:
-        v_loss = 0.5 * masked_mean((newvalue - returns) ** 2, mask, count)
-    entropy_loss = masked_mean(entropy, mask, count)
+        v_loss = 0.5 * masked_mean((newvalue - returns) ** 2)
+    entropy_loss = masked_mean(entropy)
     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef  # detail 10
     stats = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
     stats |= {"old_approx_kl": old_approx_kl, "approx_kl": approx_kl, "clipfrac": clipfrac}
@@ -245,7 +235,8 @@ def train(args: Args) -> dict:
     """Train an agent; returns a summary of the run (its name, steps, returns, agent, optimizer, statistics...)."""
     run = Run(args)  # its flags (a resumed run's own), torchrun's processes and the device, as in nanoGPT
     args, device, world_size, master_process = run.args, run.device, run.world_size, run.rank == 0
-    if run.finished:  # resumed after its last iteration: nothing to do, nothing to write
+    if args.resume and run.checkpoint["iteration"] >= args.num_iterations:  # nothing to do, and nothing to write
+        print(f"{run.name} already finished its {args.total_timesteps:,} steps; nothing to resume", flush=True)
         return {"run_name": run.name, "global_step": run.checkpoint["global_step"], "interrupted": False}
 
     # seeding
@@ -271,8 +262,7 @@ def train(args: Args) -> dict:
     if run.ddp:
         for tensor in agent.state_dict().values():
             dist.broadcast(tensor, src=0)  # identical starting weights on every rank, not just "same seed"
-    normalization_synced = get_normalization(envs)  # identical on all ranks here (defaults or loaded)
-    writer = run.writer  # TensorBoard, on rank 0 (None on the others)
+    writer = run.writer  # TensorBoard, on rank 0 (None elsewhere)
 
     # rollout storage: what the policy returns stays on its device, what the envs return in numpy (for GAE)
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
@@ -329,7 +319,7 @@ def train(args: Args) -> dict:
             if run.ddp:  # rank 0 gets every rank's episodes; all ranks get the same normalization statistics
                 dist.all_gather_object(gathered := [None] * world_size, new_episodes)
                 new_episodes = sorted(episode for rank_episodes in gathered for episode in rank_episodes)
-                normalization_synced = sync_normalization(envs, normalization_synced, world_size, device)
+                sync_normalization(envs)
             for episode_step, episodic_return, episodic_length in new_episodes:
                 episodic_returns.append(episodic_return)
                 recent_returns.append(episodic_return)
@@ -400,8 +390,7 @@ def train(args: Args) -> dict:
         if run.ddp:  # tear down together: gloo can abort a rank that exits while its peer still talks to it
             dist.barrier()
     finally:
-        run.close(envs, eval_envs)
-    run.report_end(global_step, saved=args.save_model and iteration >= start_iteration)
+        run.close(envs, eval_envs, global_step, saved=args.save_model and iteration >= start_iteration)
     summary = dict(run_name=run.name, global_step=global_step, episodic_returns=episodic_returns, agent=agent)
     summary |= dict(best_eval_return=best_eval_return, optimizer=optimizer, normalization=get_normalization(envs))
     return summary | {"interrupted": bool(run.stop_requested)}
@@ -470,8 +459,7 @@ def parse_env_kwargs(pairs) -> dict:
             fail(f"--env-kwargs takes key=value pairs, got {key + sep + value!r}")
         if key == "xml_file" and os.sep in value and not os.path.exists(value):  # not one of gymnasium's assets
             fail(f"--env-kwargs xml_file={value}: no such file here ({os.getcwd()}); give a MuJoCo XML file's path")
-        if key == "xml_file" and os.path.exists(value):  # gymnasium reads other relative paths from its assets
-            value = os.path.abspath(value)
+        value = os.path.abspath(value) if key == "xml_file" and os.path.exists(value) else value  # (not gymnasium's)
         with contextlib.suppress(ValueError, SyntaxError, TypeError):
             value = ast.literal_eval(value)
         kwargs[key] = value
@@ -504,7 +492,7 @@ def check_env(env, args: Args, env_kwargs: dict, cut: bool):
         if env.render_mode == "rgb_array" and env.reset(seed=0) and np.asarray(env.render()).ndim != 3:
             raise ValueError("it renders no rgb_array frames")
     except Exception as error:  # any renderer failure (no GL, no pygame) ends the same way
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = (str(error).strip() or repr(error)).splitlines()[0]
         fail(f"--capture-video cannot render {env_id}: {reason}. Headless, set MUJOCO_GL=egl (or osmesa), or drop it")
     if cut:
         print(f"notice: {env_id} has no time limit; evaluation cuts episodes at {args.eval_max_episode_steps:,} steps")
@@ -513,15 +501,14 @@ def check_env(env, args: Args, env_kwargs: dict, cut: bool):
 # the flags of one invocation, not of the run: --resume and --eval-checkpoint take these from their command line and
 # the others from the checkpoint
 OWN_FLAGS = ("cuda", "torch_threads", "async_envs", "capture_video", "track", "resume", "init_from", "eval_checkpoint")
-RESUME_FLAGS = (*OWN_FLAGS, "compile", "cudagraphs")
-EVAL_FLAGS = (*OWN_FLAGS, "eval_episodes", "eval_stochastic", "eval_max_episode_steps", "seed")
 
 
 def run_args(args: Args) -> tuple[Args, dict | None]:
     """The checked flags to run with, and the checkpoint of --resume or --eval-checkpoint, which take the run's own."""
     if not (path := args.resume or args.eval_checkpoint):
         return validate_args(args), None
-    own = RESUME_FLAGS if args.resume else EVAL_FLAGS
+    evaluation = ("eval_episodes", "eval_stochastic", "eval_max_episode_steps", "seed")
+    own = (*OWN_FLAGS, *(("compile", "cudagraphs") if args.resume else evaluation))
     validate_args(replace(Args(), **{name: getattr(args, name) for name in own}))  # only this invocation's own flags
     checkpoint = load_checkpoint(path)
     latest = os.path.join(os.path.dirname(os.path.abspath(path)), "checkpoint.pt")
@@ -540,9 +527,9 @@ def run_args(args: Args) -> tuple[Args, dict | None]:
     if ignored and int(os.environ.get("RANK", 0)) == 0:
         values = [" ".join(value) if isinstance(value := getattr(args, name), tuple) else value for name in ignored]
         shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in zip(ignored, values))
-        what = "--resume continues the run with its saved flags (to change them, start one with --init-from)"
-        what = what if args.resume else "--eval-checkpoint plays the run's policy with its saved flags"
-        print(f"notice: {what}; ignoring {shown}", flush=True)
+        print(
+            f"notice: the run's saved flags apply (to change them, start a new one with --init-from); ignoring {shown}"
+        )
     args = validate_args(replace(saved, **{name: getattr(args, name) for name in own}))
     if args.resume and args.batch_size != checkpoint["args"]["batch_size"]:  # the batch counts all ranks
         ranks = checkpoint["args"]["batch_size"] // (args.num_envs * args.num_steps)
@@ -594,17 +581,16 @@ def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
 
 def evaluate_checkpoint(args: Args) -> np.ndarray:
     """--eval-checkpoint: play the saved policy with its frozen statistics on its run's env; train and log nothing."""
-    args, checkpoint = run_args(args)
-    torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    run = Run(args)  # the run's flags, this invocation's device
+    args, checkpoint, device = run.args, run.checkpoint, run.device
     envs = make_envs(args, f"videos/{checkpoint['run_name']}-eval" if args.capture_video else None, evaluation=True)
     agent = load_agent(checkpoint, args.eval_checkpoint, envs, args).to(device)
     set_normalization(envs, checkpoint["normalization"], freeze=True)
     # on the episodes that --eval-every plays in a run of this --seed: best.pt's return is reproduced
     returns = evaluate(agent, envs, not args.eval_stochastic, args.seed + EVAL_SEED_OFFSET, device)
     envs.close()
-    mode, step = "stochastic" if args.eval_stochastic else "deterministic", checkpoint["global_step"]
-    where = f"{mode}; checkpoint {args.eval_checkpoint}, step {step:,}"
+    mode = "stochastic" if args.eval_stochastic else "deterministic"
+    where = f"{mode}; {args.eval_checkpoint}, step {checkpoint['global_step']:,}"
     print(f"{args.env_id}: return {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} episodes ({where})")
     return returns
 
@@ -615,8 +601,7 @@ CHECKPOINT_KEYS = ("script", "run_name", "args", "observation_shape", "action_sh
 
 
 def save_checkpoint(path, agent, optimizer, envs, args, run_name, global_step, iteration, best_eval_return):
-    """Everything a run needs to continue, atomically (a crash mid-write leaves the previous file), as tensors and plain
-    values only: torch.load(weights_only=True), which cannot run code from the file, loads it."""
+    """All a run needs to continue, written atomically, as tensors and plain values: weights_only loading takes it."""
     shapes = [list(envs.single_observation_space.shape), list(envs.single_action_space.shape)]
     values = [SCRIPT, run_name, vars(args), *shapes, global_step, iteration, best_eval_return, agent.state_dict()]
     try:
@@ -625,11 +610,9 @@ def save_checkpoint(path, agent, optimizer, envs, args, run_name, global_step, i
             f.flush()
             os.fsync(f.fileno())
         os.replace(f"{path}.tmp", path)  # atomic on POSIX and Windows
-    except BaseException as error:  # a full disk, a read-only folder, a second Ctrl-C: the file written before stays
-        with contextlib.suppress(OSError):  # as it was, and the partial one, which would only hold on to the space,
-            os.remove(f"{path}.tmp")  # goes
-        if not isinstance(error, (OSError, RuntimeError)):  # torch's zip writer reports some as RuntimeError
-            raise
+    except (OSError, RuntimeError) as error:  # a full disk, a read-only folder (torch's zip writer: RuntimeError)
+        with contextlib.suppress(OSError):  # the file written before stays as it was; the partial one goes
+            os.remove(f"{path}.tmp")
         reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
         fail(f"cannot write {path} ({reason}); the file there before, if any, is intact: free space or fix the folder")
 
@@ -676,28 +659,14 @@ def mean_over_ranks(tensor, world_size: int):
     return tensor
 
 
-def sync_normalization(envs, last_synced: dict, world_size: int, device) -> dict:
-    """Merge the normalizers' running statistics over ranks (the count-weighted mean/variance merge), so that every
-    rank normalizes alike. Each rank holds the last sync's statistics plus its own data since: that part counts once."""
-
-    def moments(stats):  # count, sum and sum of squares: these add up over disjoint data
-        count, mean, var = stats["count"], stats["mean"].double().reshape(-1), stats["var"].double().reshape(-1)
-        return torch.cat([torch.tensor([count], dtype=torch.float64), count * mean, count * (var + mean**2)])
-
-    merged = {}
-    for key, stats in get_normalization(envs).items():
-        dist.all_reduce(total := moments(stats).to(device))
-        total = total.cpu() - (world_size - 1) * moments(last_synced[key])
-        count, sums, squares = total.tensor_split([1, 1 + stats["mean"].numel()])
-        mean, var = sums / count, (squares / count - (sums / count) ** 2).clamp(min=0.0)
-        merged[key] = {"mean": mean.view_as(stats["mean"]), "var": var.view_as(stats["mean"]), "count": count.item()}
-    set_normalization(envs, merged)
-    return merged
+def sync_normalization(envs):
+    """Every rank normalizes with rank 0's running statistics: they are sent to the others after each rollout."""
+    dist.broadcast_object_list(state := [get_normalization(envs)], src=0)
+    set_normalization(envs, state[0])
 
 
 class Run:
-    """A run's flags, torchrun's processes and the device (as in nanoGPT), its checkpoint to resume or start from, its
-    folder, TensorBoard and W&B logs, console progress, and Ctrl-C or SIGTERM. Only rank 0 writes or prints."""
+    """A run's flags, processes (torchrun's, as nanoGPT's), device, checkpoint, logs, progress, stop; rank 0 writes"""
 
     def __init__(self, args: Args):
         self.args, self.checkpoint = run_args(args)  # with --resume, the run's own flags and its checkpoint
@@ -719,16 +688,11 @@ class Run:
             dist.broadcast_object_list(names, src=0)
         self.name = self.checkpoint["run_name"] if self.checkpoint else names[0]
         self.writer, self.wandb, self.handlers, self.stop_requested, self.last_print = None, None, {}, [], 0.0
-        self.finished = self.checkpoint is not None and self.checkpoint["iteration"] >= args.num_iterations
-        if self.finished and self.rank == 0:
-            print(f"{self.name} already finished its {args.total_timesteps:,} steps; nothing to resume", flush=True)
         resumed_at = f"-resumed-{self.checkpoint['global_step']}" if self.checkpoint else ""
         self.video_folder = f"videos/{self.name}{resumed_at}" if args.capture_video and self.rank == 0 else None
-        self.live = sys.stdout.isatty()
 
     def start(self, envs, agent, optimizer) -> tuple[int, int, float | None]:
-        """Load --init-from's weights and statistics, or --resume's whole state; then, the env checks passed, open the
-        run's folder and logs. Returns the step, the first iteration and the best evaluation return so far."""
+        """Load a checkpoint (--init-from, --resume), open the folder and logs; returns the step, iteration and best."""
         args, resumed, path = self.args, self.checkpoint, self.args.resume or self.args.init_from
         source = resumed or (load_checkpoint(path) if path else None)
         if source is not None:
@@ -738,8 +702,7 @@ class Run:
                 what = "resuming" if resumed else "starting from the weights and normalization statistics of"
                 print(f"{what} {source['run_name']} at step {source['global_step']:,}", flush=True)
         if resumed:  # how to step (foreach, capturable, a tensor lr) is this invocation's choice
-            own = {key: optimizer.param_groups[0][key] for key in ("lr", "foreach", "capturable")}
-            resumed["optimizer"]["param_groups"][0] |= own
+            resumed["optimizer"]["param_groups"][0] |= {k: optimizer.param_groups[0][k] for k in ("lr", "capturable")}
             optimizer.load_state_dict(resumed["optimizer"])
         self.dir = os.path.dirname(os.path.abspath(args.resume)) if resumed else f"runs/{self.name}"
         for number in range(2, 10**6) if self.rank == 0 and not resumed else ():  # runs of one name started in the
@@ -749,17 +712,14 @@ class Run:
             self.dir = f"runs/{self.name}-{number}"
         self.name = os.path.basename(self.dir)
         if self.rank == 0 and args.track:  # before the SummaryWriter exists, so that wandb mirrors what it writes
-            import wandb
-
+            wandb, names = importlib.import_module("wandb"), dict(name=self.name, config=vars(args), resume="allow")
+            names |= dict(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True)
             try:  # the run name as id (less what W&B refuses in one): a resumed run goes on in the same W&B run
-                wandb_id = self.name.translate(str.maketrans(":;,#?/'", "-------"))
-                project, entity = args.wandb_project_name, args.wandb_entity
-                self.wandb = wandb.init(project=project, entity=entity, name=self.name, id=wandb_id, resume="allow",
-                                        config=vars(args), sync_tensorboard=True)  # fmt: skip
+                self.wandb = wandb.init(id=self.name.translate(str.maketrans(":;,#?/'", "-------")), **names)
             except Exception as error:  # not logged in, no network, a name W&B refuses...
                 if resumed is None:
                     os.removedirs(self.dir)  # the folder made above, still empty (and runs/, if that is empty)
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                reason = (str(error).strip() or repr(error)).splitlines()[0]
                 fail(f"--track: wandb could not start ({reason}); run `wandb login` or set WANDB_MODE=offline")
         if self.rank == 0:  # a resumed run drops the events that the stopped run logged after its checkpoint
             self.writer = SummaryWriter(self.dir, purge_step=resumed["global_step"] + 1 if resumed else None)
@@ -769,9 +729,8 @@ class Run:
             print(f"run {self.name}: logs in {self.dir} (`tensorboard --logdir {logdir}`)", flush=True)
         with contextlib.suppress(ValueError):  # (ValueError: not the main thread, which alone gets signals)
             self.handlers = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return (
-            (resumed["global_step"], resumed["iteration"] + 1, resumed["best_eval_return"]) if resumed else (0, 1, None)
-        )
+        start = (resumed["global_step"], resumed["iteration"] + 1, resumed["best_eval_return"]) if resumed else None
+        return start or (0, 1, None)
 
     def request_stop(self, signum, frame):  # records the signal only: a print here could break one in progress
         if self.stop_requested and signum == signal.SIGINT:  # the second Ctrl-C stops at once
@@ -782,18 +741,22 @@ class Run:
         stop = torch.tensor(float(bool(self.stop_requested)), device=self.device)
         if self.ddp:  # stop together, or the others would wait for the one that left
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-        if stop.item() > 0 and not self.stop_requested:
-            self.stop_requested.append("another rank")
+        self.stop_requested += ["another rank"] if stop.item() and not self.stop_requested else []
         return stop.item() > 0
 
     def progress(self, global_step: int, sps: float, recent_return, eval_return=None):
-        """A line redrawn in place on a terminal; a new line every 10 seconds in a file or CI."""
+        """A line every 10 seconds, and at the end."""
         total = self.args.num_iterations * self.args.batch_size
-        if self.rank == 0 and (self.live or time.time() - self.last_print > 10 or global_step >= total):
-            self.last_print, line = time.time(), progress_line(global_step, total, sps, recent_return, eval_return)
-            print(f"\r{line}\033[K" if self.live else line, end="" if self.live else "\n", flush=True)
+        if self.rank == 0 and (time.time() - self.last_print > 10 or global_step >= total):
+            self.last_print, left = time.time(), int((total - global_step) / max(sps, 1e-8))
+            returns = "n/a" if recent_return is None else f"{recent_return:.1f}"
+            returns += "" if eval_return is None else f"  eval {eval_return:.1f}"  # the latest --eval-every mean
+            line = f"step {global_step:,}/{total:,} ({global_step / total:.0%})  {sps:,.0f} steps/s  return(last 20) "
+            print(f"{line}{returns}  time left {left // 3600:02d}:{left % 3600 // 60:02d}:{left % 60:02d}", flush=True)
 
-    def close(self, envs, eval_envs):
+    def close(self, envs, eval_envs, global_step: int, saved: bool):
+        """Close the logs, envs, W&B and process group; say how the run ended, unless an exception is on its way out."""
+        crashed = sys.exc_info()[0] is not None
         for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
         if self.writer is not None:
@@ -805,12 +768,9 @@ class Run:
         if self.wandb is not None:  # after the envs, which write the last video as they close
             if self.video_folder is not None:  # as files: wandb's monitor_gym breaks on gymnasium 1.x's RecordVideo
                 self.wandb.save(f"{self.video_folder}/*.mp4", base_path="videos", policy="now")
-            crashed = sys.exc_info()[0] is not None  # an exception on its way out of train()
             self.wandb.finish(exit_code=130 if self.stop_requested else int(crashed))  # uploads the last of the logs
         if self.ddp:
             dist.destroy_process_group()
-
-    def report_end(self, global_step: int, saved: bool):
         path = f"{self.dir}/checkpoint.pt"
         one_machine = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) == self.world_size  # else: its launch options
         launcher = f"torchrun --standalone --nproc-per-node {self.world_size}" if one_machine else "torchrun <...>"
@@ -818,16 +778,8 @@ class Run:
         resume = f"resume with: {launcher} {os.path.relpath(__file__)} --resume {path}" + " --track" * self.args.track
         stopped = f"stopped at step {global_step:,}; logs are in {self.dir}; " + (resume if saved else "no checkpoint")
         message = stopped if self.stop_requested else f"saved {path}" if saved else f"finished; logs in {self.dir}"
-        if self.rank == 0:  # (a newline ends the live line)
-            print(f"\n{message}" if self.live and self.last_print else message, flush=True)
-
-
-def progress_line(global_step: int, total: int, sps: float, recent_return, eval_return=None) -> str:
-    left = int((total - global_step) / max(sps, 1e-8))
-    returns = "n/a" if recent_return is None else f"{recent_return:.1f}"
-    returns += "" if eval_return is None else f"  eval {eval_return:.1f}"  # the latest --eval-every mean
-    line = f"step {global_step:,}/{total:,} ({global_step / total:.0%})  {sps:,.0f} steps/s  return(last 20) {returns}"
-    return f"{line}  time left {left // 3600:02d}:{left % 3600 // 60:02d}:{left % 60:02d}"
+        if self.rank == 0 and not crashed:
+            print(message, flush=True)
 
 
 def main(args: Args) -> int:

@@ -55,12 +55,16 @@ def train(script: Path, env_id: str, total_timesteps: int, extra: list[str]) -> 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cleanrl-dir", type=Path, required=True, help="folder with CleanRL's ppo.py and ppo_continuous_action.py")
+    parser.add_argument(
+        "--cleanrl-dir", type=Path, required=True, help="folder with CleanRL's ppo.py and ppo_continuous_action.py"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every run, for the medians")
     options = parser.parse_args()
     for _, cleanrl_script, _, _, _ in CONFIGS:
         if not (options.cleanrl_dir / cleanrl_script).is_file():
-            raise SystemExit(f"error: {options.cleanrl_dir / cleanrl_script} not found; put CleanRL's {cleanrl_script} there")
+            raise SystemExit(
+                f"error: {options.cleanrl_dir / cleanrl_script} not found; put CleanRL's {cleanrl_script} there"
+            )
 
     columns = ("CleanRL", "ours", "ours --compile")
     figures = {(env_id, column): [] for env_id, *_ in CONFIGS for column in columns}
@@ -74,7 +78,10 @@ def main():
             }
             for column, (script, extra) in runs.items():
                 figures[env_id, column].append(train(script, env_id, total, extra))
-            print(f"round {round_index} {env_id}: " + ", ".join(f"{c} {figures[env_id, c][-1]:,.0f}" for c in columns), flush=True)
+            print(
+                f"round {round_index} {env_id}: " + ", ".join(f"{c} {figures[env_id, c][-1]:,.0f}" for c in columns),
+                flush=True,
+            )
 
     print(f"\nsteps/s, median of {options.rounds} round(s), steady rate (after the first three iterations)")
     print("| env | CleanRL | ours | ours --compile |")

@@ -8,15 +8,12 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
 2. The rollout loop's two calls, each timed between calls of the other (they share the CPU's
    caches): an env step, alone and between policy calls; a policy call between env steps, eager
    and compiled (--compile).
-3. One policy call: torch.distributions (`get_action_and_value`) and the written-out rollout
-   sampler (`sample_action_and_value`), for both scripts.
+3. One rollout policy call (`Agent.get_action_and_value` under inference mode), for both scripts.
 4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
    (foreach) and gradient clipping.
-5. The whole minibatch update: eager, as the plain path runs it, and as --compile runs it, one
-   graph (gradients by torch.func.grad, clipping, torch.optim's functional Adam). The scripts
-   build theirs inside train(); this is the same code, outside it. Also, LeanRL-style: the eager
-   update as written (backward, clipping, optimizer.step) inside torch.compile.
-6. GAE over a 2048-step rollout: compute_gae, and the step-by-step loop it replaced.
+5. The whole minibatch update (`update_minibatch`), eager as the plain path runs it, and compiled
+   as --compile runs it.
+6. GAE over a 2048-step rollout: compute_gae (numpy), and the same loop in torch.
 """
 
 import argparse
@@ -28,7 +25,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from torch.optim.adam import adam
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ppo_continuous  # noqa: E402
@@ -49,16 +45,18 @@ def microseconds(call, repeats: int = 5, calls: int = 500) -> float:
 
 def env_layers():
     print("1. HalfCheetah-v4, 1 env: us per vector step, one wrapper added at a time")
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make("HalfCheetah-v4")], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    vector = gym.vector.SyncVectorEnv
+    envs = vector([lambda: gym.make("HalfCheetah-v4")], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    clip = lambda x: np.clip(x, -10, 10)  # noqa: E731
     layers = [
         ("SyncVectorEnv", lambda e: e),
         ("+ RecordEpisodeStatistics", gym.wrappers.vector.RecordEpisodeStatistics),
         ("+ ClipAction", gym.wrappers.vector.ClipAction),
         ("+ NormalizeObservation", gym.wrappers.vector.NormalizeObservation),
-        ("+ clip observations", lambda e: gym.wrappers.vector.TransformObservation(e, lambda o: np.clip(o, -10, 10), e.observation_space)),
+        ("+ clip observations", lambda e: gym.wrappers.vector.TransformObservation(e, clip, e.observation_space)),
         ("+ NormalizeReward", lambda e: gym.wrappers.vector.NormalizeReward(e, gamma=0.99)),
-        ("+ clip rewards", lambda e: gym.wrappers.vector.TransformReward(e, lambda r: np.clip(r, -10, 10))),
-    ]  # fmt: skip
+        ("+ clip rewards", lambda e: gym.wrappers.vector.TransformReward(e, clip)),
+    ]
     single = gym.make("HalfCheetah-v4")
     single.reset(seed=0)
     action = single.action_space.sample()
@@ -77,7 +75,8 @@ def env_with_policy():
     envs = ppo_continuous.make_envs(args)
     agent = ppo_continuous.Agent(17, 6)
     torch._inductor.config.fallback_random = True  # as the scripts set it for --compile
-    policies = {"eager policy": agent.sample_action_and_value, "compiled policy": torch.compile(agent.sample_action_and_value)}
+    policy = agent.get_action_and_value
+    policies = {"eager policy": policy, "compiled policy": torch.compile(policy)}
     observation, _ = envs.reset(seed=0)
     for name, policy in [("random actions", None), *policies.items()]:
         env_seconds, policy_seconds, steps = 0.0, 0.0, 4000
@@ -111,21 +110,19 @@ def policy_calls():
     for name, (module, obs_dim, action_shape, num_envs, _) in SETUPS.items():
         agent, obs = module.Agent(obs_dim, action_shape), torch.randn(num_envs, obs_dim)
 
-        def distributions():
+        def call():
             with torch.inference_mode():
                 agent.get_action_and_value(obs)
 
-        def sampler():
-            with torch.inference_mode():
-                agent.sample_action_and_value(obs)
-
-        print(f"   {name:30s} distributions {microseconds(distributions):6.1f}   sampler {microseconds(sampler):6.1f}")
+        print(f"   {name:30s} {microseconds(call):6.1f}")
 
 
-def minibatch(module, obs_dim, action_shape, size):
+def minibatch(module, obs_dim, action_shape, size) -> dict:
     discrete = module is ppo_discrete
     actions = torch.randint(0, action_shape[0], (size, 1)) if discrete else torch.randn(size, action_shape)
-    return torch.randn(size, obs_dim), actions, *torch.randn(4, size), torch.ones(size)  # logprobs, advantages, returns, values, valid
+    logprobs, advantages, returns, values = torch.randn(4, size)
+    return dict(obs=torch.randn(size, obs_dim), actions=actions, logprobs=logprobs, advantages=advantages,
+                returns=returns, values=values, valid=torch.ones(size))  # fmt: skip
 
 
 def update_pieces():
@@ -133,12 +130,12 @@ def update_pieces():
     for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
         args = module.validate_args(module.Args())
         agent = module.Agent(obs_dim, action_shape)
-        mb_obs, mb_actions, *rest = minibatch(module, obs_dim, action_shape, size)
+        mb = minibatch(module, obs_dim, action_shape, size)
         optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
 
         def forward():
-            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, mb_actions)
-            return module.ppo_loss(newlogprob, entropy, newvalue, *rest, args)[0]
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb["obs"], mb["actions"])
+            return module.ppo_loss(newlogprob, entropy, newvalue, mb, args)[0]
 
         def forward_backward():
             agent.zero_grad()
@@ -152,93 +149,60 @@ def update_pieces():
 
 
 def whole_updates():
-    """The scripts build their update inside train(); this is the same code, outside it."""
-    print("5. One whole minibatch update, us: eager (the plain path), one compiled graph (--compile), LeanRL-style")
+    print("5. One whole minibatch update (update_minibatch), us: eager (the plain path), compiled (--compile)")
     for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
-        args = module.validate_args(module.Args())
-        agents = [module.Agent(obs_dim, action_shape) for _ in range(3)]
-        for other in agents[1:]:
-            other.load_state_dict(agents[0].state_dict())
-        eager_agent, agent, leanrl_agent = agents
-        optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, fused=True)
-        for parameter in agent.parameters():
-            optimizer.state[parameter] = {"step": torch.zeros(()), "exp_avg": torch.zeros_like(parameter),
-                                          "exp_avg_sq": torch.zeros_like(parameter)}  # fmt: skip
-
-        def plain_update(update_agent):
-            update_optimizer = torch.optim.Adam(update_agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
-
-            def update(mb_obs, mb_actions, *rest):
-                _, newlogprob, entropy, newvalue = update_agent.get_action_and_value(mb_obs, mb_actions)
-                loss, stats = module.ppo_loss(newlogprob, entropy, newvalue, *rest, args)
-                update_optimizer.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(update_agent.parameters(), args.max_grad_norm, foreach=True)
-                update_optimizer.step()
-                return torch.cat([stats, grad_norm.detach().reshape(1)])
-
-            return update
-
-        eager_update = plain_update(eager_agent)
-        leanrl_update = torch.compile(plain_update(leanrl_agent))  # the eager step as written, inside torch.compile
-
-        @torch.compile
-        def compiled_update(lr, mb_obs, mb_actions, *rest):
-            def loss_of(parameters):
-                _, newlogprob, entropy, newvalue = torch.func.functional_call(agent, parameters, (mb_obs, mb_actions))
-                return module.ppo_loss(newlogprob, entropy, newvalue, *rest, args)
-
-            parameters = dict(agent.named_parameters())
-            grads, stats = torch.func.grad(loss_of, has_aux=True)(parameters)
-            grads = list(grads.values())
-            grad_norm = torch.nn.utils.get_total_norm(grads)
-            clip_coef = torch.clamp(args.max_grad_norm / (grad_norm + 1e-6), max=1.0)
-            states = [optimizer.state[parameter] for parameter in parameters.values()]
-            with torch.no_grad():
-                adam(list(parameters.values()), [grad * clip_coef for grad in grads], [state["exp_avg"] for state in states],
-                     [state["exp_avg_sq"] for state in states], [], [state["step"] for state in states], foreach=False,
-                     amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-5, maximize=False)  # fmt: skip
-            return torch.cat([stats, grad_norm.reshape(1)])
-
-        batch, lr = minibatch(module, obs_dim, action_shape, size), torch.tensor(3e-4)
+        args, mb = module.validate_args(module.Args()), minibatch(module, obs_dim, action_shape, size)
+        agents = [module.Agent(obs_dim, action_shape) for _ in range(2)]
+        agents[1].load_state_dict(agents[0].state_dict())
+        optimizers = [
+            torch.optim.Adam(agents[0].parameters(), lr=3e-4, eps=1e-5, foreach=True),
+            torch.optim.Adam(agents[1].parameters(), lr=torch.tensor(3e-4), eps=1e-5, foreach=True, capturable=True),
+        ]  # as train() makes them, plain and compiled
+        compiled_update = torch.compile(module.update_minibatch)
+        eager = lambda: module.update_minibatch(agents[0], optimizers[0], mb, args)  # noqa: E731
+        compiled = lambda: compiled_update(agents[1], optimizers[1], mb, args)  # noqa: E731
         for _ in range(3):  # the same update? three steps of each from the same weights
-            eager_update(*batch), compiled_update(lr, *batch)
-        difference = max((p - q).abs().max().item() for p, q in zip(agent.parameters(), eager_agent.parameters()))
-        eager, compiled = microseconds(lambda: eager_update(*batch)), microseconds(lambda: compiled_update(lr, *batch))
-        leanrl_update(*batch)  # compiles
-        leanrl = microseconds(lambda: leanrl_update(*batch))
-        print(f"   {name:30s} eager {eager:6.1f}   compiled {compiled:6.1f}   LeanRL-style {leanrl:6.1f}   "
+            eager(), compiled()
+        difference = max((p - q).abs().max().item() for p, q in zip(*(agent.parameters() for agent in agents)))
+        print(f"   {name:30s} eager {microseconds(eager):6.1f}   compiled {microseconds(compiled):6.1f}   "
               f"(weights after 3 steps of each differ by at most {difference:.1e})")  # fmt: skip
 
 
 def gae():
-    print("6. GAE of a 2048-step, 1-env rollout, ms: compute_gae, and the step-by-step loop it replaced")
-    rewards, values = torch.randn(2048, 1), torch.randn(2048, 1)
-    next_value, ends, valid = torch.randn(1), (torch.rand(2048, 1) < 0.001).float(), torch.ones(2048, 1)
+    print("6. GAE of a 2048-step, 1-env rollout, ms: compute_gae (numpy), and the same loop in torch")
+    rng = np.random.default_rng(0)
+    rewards, values = rng.normal(size=(2048, 1)).astype(np.float32), rng.normal(size=(2048, 1)).astype(np.float32)
+    next_value, ends = rng.normal(size=1).astype(np.float32), (rng.random((2048, 1)) < 0.001).astype(np.float32)
+    valid = np.ones((2048, 1), np.float32)
+    arrays = (rewards, values, next_value, ends, ends, valid)
+    tensors = [torch.as_tensor(array) for array in arrays]
 
-    def step_by_step():  # CleanRL's loop, with the same masks and truncation handling as compute_gae
-        advantages, lastgaelam = torch.zeros_like(rewards), torch.zeros_like(next_value)
+    def in_torch():  # the numpy code, with torch ops
+        t_rewards, t_values, t_next, t_ends, _, t_valid = tensors
+        next_values = torch.cat([t_values[1:], t_next.reshape(1, -1)])
+        deltas = t_rewards + 0.99 * next_values * (1.0 - t_ends) - t_values
+        decays = 0.99 * 0.95 * (1.0 - t_ends)
+        advantages, lastgaelam = torch.zeros_like(t_rewards), torch.zeros_like(t_next)
         for t in reversed(range(2048)):
-            next_values = next_value if t == 2047 else values[t + 1]
-            delta = rewards[t] + 0.99 * next_values * (1.0 - ends[t]) - values[t]
-            lastgaelam = (delta + 0.99 * 0.95 * (1.0 - ends[t]) * lastgaelam) * valid[t]
+            lastgaelam = (deltas[t] + decays[t] * lastgaelam) * t_valid[t]
             advantages[t] = lastgaelam
         return advantages
 
-    def vectorized():
-        return ppo_continuous.compute_gae(rewards, values, next_value, ends, ends, valid, 0.99, 0.95, True)[0]
+    def in_numpy():
+        return ppo_continuous.compute_gae(*arrays, 0.99, 0.95, True)[0]
 
-    assert torch.equal(vectorized(), step_by_step())  # the same numbers
-    print(f"   compute_gae {microseconds(vectorized, calls=10) / 1000:6.1f}   step by step {microseconds(step_by_step, calls=10) / 1000:6.1f}")
+    assert np.array_equal(in_numpy(), in_torch().numpy())  # the same numbers
+    numpy_ms, torch_ms = microseconds(in_numpy, calls=10) / 1000, microseconds(in_torch, calls=10) / 1000
+    print(f"   compute_gae (numpy) {numpy_ms:6.1f}   torch {torch_ms:6.1f}")
 
 
 if __name__ == "__main__":
     parts = [env_layers, env_with_policy, policy_calls, update_pieces, whole_updates, gae]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", type=int, choices=range(1, len(parts) + 1), metavar="PART",
-                        help=f"the parts to run, 1 to {len(parts)} (default: all)")
+                        help=f"the parts to run, 1 to {len(parts)} (default: all)")  # fmt: skip
     torch.set_num_threads(1)
     torch.manual_seed(0)
     np.random.seed(0)
-    for number in parser.parse_args().parts or range(1, len(parts) + 1):  # e.g. `overhead.py 5`: part 5 alone
-        parts[number - 1]()
+    for part in parser.parse_args().parts or range(1, len(parts) + 1):
+        parts[part - 1]()

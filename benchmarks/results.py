@@ -39,8 +39,16 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "results"
 
 # the large-batch Humanoid preset: Sample Factory's setting, reported there at ~5,400 after 10M steps
-HUMANOID_LARGE_BATCH = ["--num-envs", "64", "--num-steps", "64", "--update-epochs", "2", "--num-minibatches", "4",
-                        "--learning-rate", "2.95e-3", "--no-clip-vloss", "--max-grad-norm", "3.5", "--vf-coef", "1.3"]  # fmt: skip
+HUMANOID_LARGE_BATCH = (
+    "--num-envs 64 --num-steps 64 --update-epochs 2 --num-minibatches 4 --learning-rate 2.95e-3 --no-clip-vloss "
+    "--max-grad-norm 3.5 --vf-coef 1.3"
+).split()
+
+# the default batch gathered from more envs at once, compiled: the fast setting on a CPU (speed.py measures it)
+FAST_CARTPOLE, FAST_HALFCHEETAH = (
+    "--num-envs 16 --num-steps 32 --compile".split(),
+    "--num-envs 8 --num-steps 256 --compile".split(),
+)
 
 # (script, env, config name, seeds, total steps, extra flags)
 RUNS = [
@@ -50,9 +58,8 @@ RUNS = [
     ("ppo_continuous.py", "Walker2d-v4", "default", [1, 2, 3], 1_000_000, []),
     ("ppo_continuous.py", "Humanoid-v4", "default", [1, 2, 3, 4, 5], 1_000_000, []),
     ("ppo_continuous.py", "Humanoid-v4", "large-batch", [1, 2, 3], 10_000_000, HUMANOID_LARGE_BATCH),
-    # the default batch gathered from more envs at once, compiled: the fast setting on a CPU (speed.py measures it)
-    ("ppo_discrete.py", "CartPole-v1", "many-envs", [1, 2, 3], 500_000, ["--num-envs", "16", "--num-steps", "32", "--compile"]),
-    ("ppo_continuous.py", "HalfCheetah-v4", "many-envs", [1, 2, 3], 1_000_000, ["--num-envs", "8", "--num-steps", "256", "--compile"]),
+    ("ppo_discrete.py", "CartPole-v1", "many-envs", [1, 2, 3], 500_000, FAST_CARTPOLE),
+    ("ppo_continuous.py", "HalfCheetah-v4", "many-envs", [1, 2, 3], 1_000_000, FAST_HALFCHEETAH),
 ]
 
 # published figures to compare with (mean +- std of the last-100-episode return over seeds)
@@ -74,9 +81,11 @@ PUBLISHED_MEAN = {
 
 # Args fields that do not change what is learned (--compile: the same losses to ~1e-4): a finished run counts
 # whatever they were, and a resumed one saves this invocation's, not the row's
-NOT_TRAINING = {"exp_name", "cuda", "compile", "cudagraphs", "torch_threads", "async_envs", "track", "wandb_project_name",
-                "wandb_entity", "capture_video", "backend", "save_model", "checkpoint_every", "resume", "init_from",
-                "eval_every", "eval_episodes", "eval_stochastic", "eval_max_episode_steps", "eval_checkpoint"}  # fmt: skip
+NOT_TRAINING = set(
+    "exp_name cuda compile cudagraphs torch_threads async_envs track wandb_project_name wandb_entity capture_video "
+    "save_model checkpoint_every resume init_from eval_every eval_episodes eval_stochastic eval_max_episode_steps "
+    "eval_checkpoint".split()
+)
 
 
 def training_flags(env_id: str, seed: int, steps: int, flags: list[str]) -> list[str]:
@@ -207,8 +216,13 @@ def train_missing(only: set[str] | None, jobs: int):
                 claim.unlink(missing_ok=True)
                 continue
             if state:  # stopped with a checkpoint: go on from it, in its run directory
-                command = [sys.executable, script, "--resume", os.path.join(state[1], "checkpoint.pt"),
-                           *[flag for flag in flags if flag in ("--compile", "--async-envs")]]  # not restored by --resume
+                command = [
+                    sys.executable,
+                    script,
+                    "--resume",
+                    os.path.join(state[1], "checkpoint.pt"),
+                    *[flag for flag in flags if flag in ("--compile", "--async-envs")],
+                ]  # not restored by --resume
             else:
                 command = [sys.executable, script, *training_flags(env_id, seed, steps, flags),
                            "--exp-name", f"results-{config}", "--save-model", "--checkpoint-every", "25",
@@ -257,7 +271,9 @@ def read_run(run_dir: str) -> dict:
         "global_step": sps[-1].step,
         "episodes": len(episodes),
         "return_last100": float(np.mean([e.value for e in episodes[-100:]])),
-        "eval_return": accumulator.Scalars("eval/episodic_return")[-1].value if "eval/episodic_return" in tags else None,
+        "eval_return": accumulator.Scalars("eval/episodic_return")[-1].value
+        if "eval/episodic_return" in tags
+        else None,
         "steps_per_s": sps[-1].value,
         "wall_s": training_seconds(run_dir),
         "curve": [(e.step, e.value) for e in episodes],
@@ -324,10 +340,12 @@ def write(summary: dict):
     lines = [
         f"Machine: {summary['machine']}.",
         "",
-        "| env | config | steps | seeds | return (last 100 episodes) | deterministic eval | published | wall time per run |",
+        "| env | config | steps | seeds | return (last 100 episodes) | deterministic eval | published "
+        "| wall time per run |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["results"]:
+
         def spread(mean, std, count):  # one seed has no spread to show
             return f"{mean:.1f} ± {std:.1f}" if count > 1 else f"{mean:.1f}"
 

@@ -28,8 +28,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-HUMANOID_LARGE_BATCH = ["--num-envs", "64", "--num-steps", "64", "--update-epochs", "2", "--num-minibatches", "4",
-                        "--learning-rate", "2.95e-3", "--no-clip-vloss", "--max-grad-norm", "3.5", "--vf-coef", "1.3"]  # fmt: skip
+HUMANOID_LARGE_BATCH = [
+    "--num-envs",
+    "64",
+    "--num-steps",
+    "64",
+    "--update-epochs",
+    "2",
+    "--num-minibatches",
+    "4",
+    "--learning-rate",
+    "2.95e-3",
+    "--no-clip-vloss",
+    "--max-grad-norm",
+    "3.5",
+    "--vf-coef",
+    "1.3",
+]
 CONFIGS = {  # name: (module, env flags, iterations to time)
     "cartpole": ("ppo_discrete", ["--env-id", "CartPole-v1"], 60),
     "halfcheetah": ("ppo_continuous", ["--env-id", "HalfCheetah-v4"], 8),
@@ -133,7 +148,9 @@ def main():
     if options.one:
         print("RESULT " + json.dumps(measure(options.one, extra)), flush=True)
         return
-    print("| config | train steps/s | raw env steps/s | ratio | env | rollout other | update | peak RSS | 1st iteration |")
+    print(
+        "| config | train steps/s | raw env steps/s | ratio | env | rollout other | update | peak RSS | 1st iteration |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in options.configs:
         with tempfile.TemporaryDirectory() as workdir:  # the run's logs go there
@@ -143,7 +160,7 @@ def main():
             errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
             raise SystemExit(f"{name} failed: {errors[-1] if errors else result.stderr[-3000:]}")
         output = result.stdout
-        r = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+        r = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
         share = {key: 100 * r[key] / r["total_s"] for key in ("env_s", "rollout_other_s", "update_s")}
         memory = f"{r['rss_mib']:,.0f} MiB" + (f" (GPU tensors {r['gpu_mib']:,.0f} MiB)" if "gpu_mib" in r else "")
         print(

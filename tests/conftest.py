@@ -43,7 +43,9 @@ def read_scalars(run_dir):
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     return {
-        tag: [(event.step, event.value) for event in sorted(accumulator.Scalars(tag), key=lambda event: event.wall_time)]
+        tag: [
+            (event.step, event.value) for event in sorted(accumulator.Scalars(tag), key=lambda event: event.wall_time)
+        ]
         for tag in accumulator.Tags()["scalars"]
     }
 

@@ -1,4 +1,5 @@
 """Small envs for the tests, registered on import so that `--env-id my_envs:NAME-v0` finds them."""
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces

@@ -1,4 +1,5 @@
 """The benchmark scripts' own logic, where a mistake would quietly publish wrong figures."""
+
 import importlib
 import sys
 
@@ -25,11 +26,37 @@ def test_results_counts_a_finished_run_whatever_its_logging_flags_and_age():
 
 
 # what changes a run's training (tests/ lists them itself: a new Args field must be put on one side or the other)
-TRAINING = {"env_id", "env_kwargs", "seed", "total_timesteps", "torch_deterministic", "learning_rate", "anneal_lr",
-            "num_envs", "num_steps", "gamma", "gae_lambda", "bootstrap_truncated", "num_minibatches", "update_epochs",
-            "norm_adv", "clip_coef", "clip_vloss", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "norm_obs",
-            "norm_reward", "clip_obs", "clip_reward", "rescale_actions",
-            "batch_size", "minibatch_size", "num_iterations"}  # fmt: skip (the last three are computed from the others)
+TRAINING = {
+    "env_id",
+    "env_kwargs",
+    "seed",
+    "total_timesteps",
+    "torch_deterministic",
+    "learning_rate",
+    "anneal_lr",
+    "num_envs",
+    "num_steps",
+    "gamma",
+    "gae_lambda",
+    "bootstrap_truncated",
+    "num_minibatches",
+    "update_epochs",
+    "norm_adv",
+    "clip_coef",
+    "clip_vloss",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "target_kl",
+    "norm_obs",
+    "norm_reward",
+    "clip_obs",
+    "clip_reward",
+    "rescale_actions",
+    "batch_size",
+    "minibatch_size",
+    "num_iterations",
+}  # fmt: skip (the last three are computed from the others)
 
 
 @pytest.mark.parametrize("script", ["ppo_continuous", "ppo_discrete"])
@@ -53,7 +80,12 @@ def test_sim_trace_splits_episodes_at_their_ends_and_finds_the_first_difference(
     sys.path.insert(0, str(REPO / "benchmarks"))
     sim_trace = importlib.import_module("sim_trace")
     obs = np.zeros((5, 2))
-    trace_a = {"obs": obs, "rewards": np.array([1.0, 2, 3, 4, 5]), "ends": np.array([0, 1, 0, 0, 1], bool), "versions": "a"}
+    trace_a = {
+        "obs": obs,
+        "rewards": np.array([1.0, 2, 3, 4, 5]),
+        "ends": np.array([0, 1, 0, 0, 1], bool),
+        "versions": "a",
+    }
     lengths, returns = sim_trace.episode_returns(trace_a)
     assert lengths.tolist() == [2, 3] and returns.tolist() == [3.0, 12.0]
 

@@ -1,4 +1,5 @@
 """Checkpoints, resume, evaluation and fine-tuning, in both scripts."""
+
 import copy
 import importlib
 import os
@@ -170,9 +171,24 @@ def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, asy
     it to the trainer (killed, they would fail the iteration, or its closing)."""
     script = f"{module.__name__}.py"
     env_id = SETUPS[module.__name__][0]
-    flags = ["--env-id", env_id, "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
-             "--update-epochs", "2", "--total-timesteps", str(64 * 150), "--checkpoint-every", "1", "--no-cuda",
-             *(["--async-envs"] if async_envs else [])]
+    flags = [
+        "--env-id",
+        env_id,
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "32",
+        "--num-minibatches",
+        "2",
+        "--update-epochs",
+        "2",
+        "--total-timesteps",
+        str(64 * 150),
+        "--checkpoint-every",
+        "1",
+        "--no-cuda",
+        *(["--async-envs"] if async_envs else []),
+    ]
     process = subprocess.Popen(
         [sys.executable, str(REPO / script), *flags], cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, start_new_session=True,
@@ -227,8 +243,10 @@ def test_failed_write_leaves_previous_checkpoint_loadable_and_no_partial_file(mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", save_half_then_die)
-    with pytest.raises(SystemExit, match=f"error: cannot write {path} .No space left on device.; the file there "
-                                          f"before, if any, is intact"):
+    with pytest.raises(
+        SystemExit,
+        match=f"error: cannot write {path} .No space left on device.; the file there before, if any, is intact",
+    ):
         module.save_checkpoint(str(path), agent, optimizer, envs, args, "x", 999, 9, None)
     monkeypatch.setattr(torch, "save", real_save)
     assert not os.path.exists(f"{path}.tmp")
@@ -283,7 +301,9 @@ def test_checkpoint_errors_are_one_line(module, trained, tmp_path, flag):
     script = f"{module.__name__}.py"
     _, path = trained
     one_line_error(run_script(script, flag, "missing.pt", cwd=tmp_path), "does not exist")
-    one_line_error(run_script(script, flag, str(path.parent), cwd=tmp_path), "is a directory; pass a checkpoint file in it")
+    one_line_error(
+        run_script(script, flag, str(path.parent), cwd=tmp_path), "is a directory; pass a checkpoint file in it"
+    )
     (tmp_path / "garbage.pt").write_bytes(os.urandom(2000))
     one_line_error(run_script(script, flag, "garbage.pt", cwd=tmp_path), "corrupt")
     (tmp_path / "truncated.pt").write_bytes(path.read_bytes()[:5000])
@@ -399,8 +419,18 @@ def test_eval_checkpoint_names_the_training_flags_it_ignores(module, trained, ca
     """--eval-checkpoint plays the run's own env and flags: an --env-id given with it is not used, and says so."""
     _, path = trained
     other_env = {"ppo_continuous": "Walker2d-v4", "ppo_discrete": "Acrobot-v1"}[module.__name__]  # not the default
-    module.evaluate_checkpoint(module.Args(eval_checkpoint=str(path), eval_episodes=1, compile=True, env_id=other_env,
-                                           env_kwargs=("a=1", "b=2"), learning_rate=0.5, seed=3, cuda=False))  # fmt: skip
+    module.evaluate_checkpoint(
+        module.Args(
+            eval_checkpoint=str(path),
+            eval_episodes=1,
+            compile=True,
+            env_id=other_env,
+            env_kwargs=("a=1", "b=2"),
+            learning_rate=0.5,
+            seed=3,
+            cuda=False,
+        )
+    )
     out = capsys.readouterr().out
     # its own flags (--seed, --eval-episodes) are not named; --compile plays no part in evaluation
     assert f"ignoring --compile True, --env-id {other_env}, --env-kwargs a=1 b=2, --learning-rate 0.5\n" in out
@@ -411,8 +441,17 @@ def test_standalone_evaluation_prints_mean_and_std_and_trains_nothing(module, tr
     _, path = trained
     workdir = tmp_path / "eval"
     workdir.mkdir()
-    result = run_script(f"{module.__name__}.py", "--eval-checkpoint", str(path), "--eval-episodes", "3",
-                        "--capture-video", "--num-minibatches", "3", cwd=workdir)  # a training flag: not used, not checked
+    result = run_script(
+        f"{module.__name__}.py",
+        "--eval-checkpoint",
+        str(path),
+        "--eval-episodes",
+        "3",
+        "--capture-video",
+        "--num-minibatches",
+        "3",
+        cwd=workdir,
+    )  # a training flag: not used, not checked
     assert result.returncode == 0, result.stderr
     assert "± " in result.stdout and "over 3 episodes (deterministic" in result.stdout
     assert not (workdir / "runs").exists()  # nothing trained, nothing logged
@@ -455,7 +494,7 @@ def test_resuming_one_checkpoint_twice_gives_the_same_run(module, tmp_path, monk
 
 
 def test_resume_names_the_flags_it_ignores(module, trained, capsys):
-    """--resume takes the run's flags from the checkpoint: one given to change the run is named, not dropped silently."""
+    """--resume takes the run's flags from the checkpoint: one given to change the run is named, not dropped."""
     _, path = trained
     capsys.readouterr()
     module.train(tiny_args(module, resume=str(path), learning_rate=0.5, total_timesteps=4096))
@@ -515,7 +554,9 @@ def test_checkpoint_of_another_network_is_refused(module, trained, tmp_path):
     torch.save(checkpoint, tmp_path / "wider.pt")
     for flag in ("--eval-checkpoint", "--resume"):  # (--init-from runs the same check_checkpoint_fits)
         result = run_script(f"{module.__name__}.py", flag, "wider.pt", cwd=tmp_path)
-        one_line_error(result, "checkpoint wider.pt holds weights of another network", "size mismatch for critic.0.weight")
+        one_line_error(
+            result, "checkpoint wider.pt holds weights of another network", "size mismatch for critic.0.weight"
+        )
 
 
 def test_resume_refuses_another_number_of_ranks(module, trained, tmp_path):
@@ -554,7 +595,9 @@ def test_runs_of_one_name_started_in_the_same_second_get_a_folder_each(module, t
     second = float(int(start))  # a clock that stays within one second for the whole test, yet moves
     monkeypatch.setattr(module.time, "time", lambda: second + 0.5 + (real_time() - start) * 1e-4)
     rates = (2.5e-4, 1e-3, 3e-3)
-    summaries = [module.train(tiny_args(module, total_timesteps=64, save_model=True, learning_rate=rate)) for rate in rates]
+    summaries = [
+        module.train(tiny_args(module, total_timesteps=64, save_model=True, learning_rate=rate)) for rate in rates
+    ]
     names = [summary["run_name"] for summary in summaries]
     assert names[1:] == [names[0] + "-2", names[0] + "-3"]
     for name, rate in zip(names, rates):

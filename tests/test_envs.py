@@ -1,10 +1,10 @@
 """Any gymnasium task: dm_control, `module:Env` ids, a custom MuJoCo XML, Dict observations,
 wide action bounds, MultiDiscrete actions, clear errors for spaces the agents cannot handle, and
 envs that return nan."""
+
 import importlib
 import math
 import signal
-
 from dataclasses import replace
 
 import numpy as np
@@ -207,7 +207,9 @@ def test_rescale_actions_without_finite_bounds_gives_one_line_error(tmp_path):
 
 
 def test_bad_env_kwargs_give_one_line_errors(tmp_path):
-    result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", "frame_skip", cwd=tmp_path)
+    result = run_script(
+        "ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", "frame_skip", cwd=tmp_path
+    )
     one_line_error(result, "key=value")
     result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", "no_such_option=1",
                         *SMALL, cwd=tmp_path)  # fmt: skip
@@ -228,8 +230,16 @@ def test_bad_env_kwargs_give_one_line_errors(tmp_path):
     result = run_script("ppo_continuous.py", "--env-id", "InvertedPendulum-v5", "--env-kwargs", "frame_skip=2.5",
                         *SMALL, cwd=tmp_path)  # fmt: skip
     one_line_error(result, "InvertedPendulum-v5 takes frame_skip of type int (default 2)")
-    result = run_script("ppo_discrete.py", "--env-id", "CartPole-v1", "--env-kwargs", "no_such_option=1",
-                        "--capture-video", *SMALL, cwd=tmp_path)  # the keyword is wrong, not the renderer
+    result = run_script(
+        "ppo_discrete.py",
+        "--env-id",
+        "CartPole-v1",
+        "--env-kwargs",
+        "no_such_option=1",
+        "--capture-video",
+        *SMALL,
+        cwd=tmp_path,
+    )  # the keyword is wrong, not the renderer
     one_line_error(result, "cannot make CartPole-v1 with --env-kwargs no_such_option=1")
     assert not (tmp_path / "runs").exists()
 

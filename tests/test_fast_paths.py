@@ -1,5 +1,6 @@
 """The fast paths learn what the plain path learns (same fixed-seed run, same losses), and run the one policy and
 the one update that a researcher edits."""
+
 import importlib
 import shutil
 

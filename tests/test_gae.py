@@ -1,4 +1,5 @@
 """compute_gae against a hand calculation and an independent forward-sum reference."""
+
 import importlib
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Learning checks: fixed seed, fixed step budget, thresholds well below what was measured."""
+
 import numpy as np
 
 import ppo_continuous

@@ -1,4 +1,5 @@
 """The clipped PPO objective: hand-computed gradients, masking, and the first-minibatch invariants."""
+
 import importlib
 
 import numpy as np

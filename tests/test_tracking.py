@@ -12,7 +12,7 @@ import torch
 from conftest import REPO, interrupting_loss, run_script, single_run_dir, without_module
 from test_scripts import assert_one_line_error
 
-FAKE_WANDB = '''
+FAKE_WANDB = """
 import glob, json, os
 
 def _record(entry):
@@ -31,7 +31,7 @@ def init(**kwargs):
         raise RuntimeError(os.environ["FAKE_WANDB_FAIL"])
     _record({"init": kwargs, "event_files_before": glob.glob("runs/*/events.out.tfevents.*")})
     return _Run()
-'''
+"""
 
 
 def fake_wandb_env(tmp_path, **extra):
@@ -47,8 +47,16 @@ def recorded_calls(tmp_path):
 
 def test_track_starts_one_wandb_run_that_mirrors_tensorboard_and_resume_continues_it(tiny_discrete, tmp_path):
     env = fake_wandb_env(tmp_path)
-    flags = ["--track", "--wandb-project-name", "my-project", "--wandb-entity", "my-team", "--save-model",
-             "--exp-name", "lr3e-4,ent0.01"]  # a comma: fine in a folder name, refused in a W&B id
+    flags = [
+        "--track",
+        "--wandb-project-name",
+        "my-project",
+        "--wandb-entity",
+        "my-team",
+        "--save-model",
+        "--exp-name",
+        "lr3e-4,ent0.01",
+    ]  # a comma: fine in a folder name, refused in a W&B id
     result = run_script("ppo_discrete.py", *tiny_discrete, *flags, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     run_dir = single_run_dir(tmp_path)
@@ -65,7 +73,9 @@ def test_track_starts_one_wandb_run_that_mirrors_tensorboard_and_resume_continue
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     checkpoint["args"]["total_timesteps"] *= 2
     torch.save(checkpoint, run_dir / "checkpoint.pt")
-    resumed = run_script("ppo_discrete.py", "--resume", str(run_dir / "checkpoint.pt"), "--track", cwd=tmp_path, env=env)
+    resumed = run_script(
+        "ppo_discrete.py", "--resume", str(run_dir / "checkpoint.pt"), "--track", cwd=tmp_path, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     resumed_init = recorded_calls(tmp_path)[2]["init"]  # the same W&B run: same id, project and entity
