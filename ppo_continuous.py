@@ -12,6 +12,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -66,6 +67,9 @@ class Args:
     clip_obs: float = 10.0  # the clip range of normalized observations
     norm_reward: bool = True  # scale rewards by the running std of the discounted return, then clip to +-clip-reward
     clip_reward: float = 10.0  # the clip range of scaled rewards
+    norm_value: bool = False  # the critic learns the returns standardized by their running mean and std
+    hidden_sizes: tuple[int, ...] = (64, 64)  # the hidden layers of the actor's and the critic's MLPs
+    activation: Literal["Tanh", "ReLU", "ELU", "GELU", "SiLU"] = "Tanh"  # the MLPs' activation (a torch.nn class)
     rescale_actions: bool = False  # map the policy's [-1, 1] onto the env's bounds (off: clip samples, like CleanRL)
     save_model: bool = True  # save runs/{run_name}/checkpoint.pt at the end, or when stopped by Ctrl-C or SIGTERM
     checkpoint_every: int = 0  # also save it every N iterations (0: off)
@@ -142,15 +146,15 @@ def mlp(in_dim: int, out_dim: int, out_std: float, hidden=(64, 64), activation=n
 
 
 class Agent(nn.Module):
-    def __init__(self, obs_dim: int, action_dim: int):
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes=(64, 64), activation="Tanh"):
         super().__init__()
-        # continuous detail 4 and detail 13: separate 64-64 tanh MLPs for critic and actor
-        self.critic = mlp(obs_dim, 1, out_std=1.0)
-        self.actor_mean = mlp(obs_dim, action_dim, out_std=0.01)
+        # continuous detail 4 and detail 13: separate MLPs for critic and actor, 64-64 tanh by default
+        layers = dict(hidden=tuple(hidden_sizes), activation=getattr(nn, activation))
+        self.critic = mlp(obs_dim, 1, out_std=1.0, **layers)
+        self.actor_mean = mlp(obs_dim, action_dim, out_std=0.01, **layers)
         self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))  # continuous detail 2: state-independent
-
-    def get_value(self, x):
-        return self.critic(x)
+        # --norm-value: the running mean, variance and count of the returns, whose standardized values the critic learns
+        self.register_buffer("return_rms", torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
 
     def get_action_and_value(self, x, action=None, deterministic=False):
         """The one policy: the rollout samples it, the loss scores its actions, evaluation acts (deterministic: mean)"""
@@ -164,9 +168,8 @@ class Agent(nn.Module):
 
 
 def compute_gae(rewards, values, next_value, terminations, truncations, valid, gamma, gae_lambda, bootstrap_truncated):
-    """Advantages and returns of a [num_steps, num_envs] rollout (detail 5), in numpy (~6x faster than torch on a CPU,
-    no kernels on a GPU). In NEXT_STEP autoreset mode the observation after an episode's last step is its true final
-    one, so values[t + 1] (or next_value) is the value to bootstrap from when step t was truncated."""
+    """Advantages and returns of a [num_steps, num_envs] rollout (detail 5), in numpy (~6x faster than torch on a CPU).
+    NEXT_STEP autoreset: values[t + 1] (or next_value) is the value of step t's true final observation if truncated."""
     episode_end = np.maximum(terminations, truncations)
     no_bootstrap = terminations if bootstrap_truncated else episode_end
     next_values = np.concatenate([values[1:], next_value.reshape(1, -1)])
@@ -181,8 +184,7 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
 
 
 def ppo_loss(newlogprob, entropy, newvalue, mb: dict, args: Args):
-    """The clipped PPO loss of a minibatch `mb` (tensors by name) over its real transitions (`valid`: 0 at autoreset
-    steps); returns the loss and its debug scalars by name (detail 12)."""
+    """The clipped PPO loss of minibatch `mb` (tensors by name) over its `valid` steps; stats by name (detail 12)."""
     mask = mb["valid"]
     num_valid = mask.sum()
     masked_mean = lambda x: (x * mask).sum() / num_valid.clamp(min=1.0)  # noqa: E731  (over real transitions only)
@@ -214,6 +216,17 @@ def ppo_loss(newlogprob, entropy, newvalue, mb: dict, args: Args):
     stats = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
     stats |= {"old_approx_kl": old_approx_kl, "approx_kl": approx_kl, "clipfrac": clipfrac}
     return loss, {name: value.detach() for name, value in stats.items()}
+
+
+def update_return_rms(rms, returns: np.ndarray, world_size: int = 1) -> tuple[float, float]:
+    """--norm-value: merge every rank's returns into `rms` (mean, variance, count), as gymnasium's RunningMeanStd."""
+    sums = torch.tensor([returns.size, returns.sum(dtype=np.float64), (returns.astype(np.float64) ** 2).sum()])
+    count, total, squares = mean_over_ranks(sums.to(rms), world_size) * world_size
+    batch_mean, (mean, var, old_count) = total / count, rms
+    delta, new_count = batch_mean - mean, old_count + count
+    m2 = var * old_count + (squares / count - batch_mean**2) * count + delta**2 * old_count * count / new_count
+    rms.copy_(torch.stack([mean + delta * count / new_count, (m2 / new_count).clamp(min=1e-8), new_count]))
+    return rms[0].item(), rms[1].sqrt().item()
 
 
 def update_minibatch(agent, optimizer, mb: dict, args: Args, world_size: int = 1) -> dict:
@@ -248,11 +261,10 @@ def train(args: Args) -> dict:
     # env setup
     envs = make_envs(args, run.video_folder)
     obs_dim, action_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    eval_envs = None  # in this process even with --async-envs: workers idle between evaluations would only cost memory
-    if args.eval_every and master_process:
-        eval_envs = make_envs(replace(args, async_envs=False), evaluation=True)
+    eval_args = replace(args, async_envs=False)  # in this process: --async-envs workers would idle between evaluations
+    eval_envs = make_envs(eval_args, evaluation=True) if args.eval_every and master_process else None
 
-    agent = Agent(obs_dim, action_dim).to(device)
+    agent = Agent(obs_dim, action_dim, args.hidden_sizes, args.activation).to(device)
     # detail 3: Adam with eps 1e-5, one multi-tensor step; --compile anneals a tensor in place: no new graph
     lr = torch.tensor(args.learning_rate, device=device) if args.compile else args.learning_rate
     optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5, foreach=True, capturable=args.compile)
@@ -267,8 +279,7 @@ def train(args: Args) -> dict:
     # rollout storage: what the policy returns stays on its device, what the envs return in numpy (for GAE)
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
     actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    logprobs, values = torch.zeros((2, args.num_steps, args.num_envs), device=device)
     rewards, terminations, truncations, valid = np.zeros((4, args.num_steps, args.num_envs), dtype=np.float32)
     # each rank updates on its own share of the batch; their gradients are averaged
     rank_batch_size, rank_minibatch_size = args.batch_size // world_size, args.minibatch_size // world_size
@@ -327,14 +338,17 @@ def train(args: Args) -> dict:
                     writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
                     writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
 
-            with torch.no_grad():
-                next_value = agent.get_value(next_obs).reshape(-1).cpu().numpy()
-            rollout = (rewards, values.cpu().numpy(), next_value, terminations, truncations, valid)
+            mean, std = agent.return_rms[0].item(), agent.return_rms[1].sqrt().item()  # 0 and 1 without --norm-value
+            with torch.no_grad():  # the critic's values in the returns' own scale
+                next_value = agent.critic(next_obs).reshape(-1).cpu().numpy() * std + mean
+            rollout = (rewards, values.cpu().numpy() * std + mean, next_value, terminations, truncations, valid)
             advantages, returns = compute_gae(*rollout, args.gamma, args.gae_lambda, args.bootstrap_truncated)
+            if args.norm_value:  # value normalization: the statistics of these returns too, then the critic's targets
+                mean, std = update_return_rms(agent.return_rms, returns[valid > 0], world_size)
 
-            # flatten the batch
-            b = dict(obs=obs, actions=actions, logprobs=logprobs, values=values, valid=valid)
-            b |= dict(advantages=advantages, returns=returns)
+            # flatten the batch (values and returns as the critic predicts them)
+            b = dict(obs=obs, actions=actions, logprobs=logprobs, values=(rollout[1] - mean) / std, valid=valid)
+            b |= dict(advantages=advantages, returns=(returns - mean) / std)
             b = {name: torch.as_tensor(tensor, device=device).flatten(0, 1) for name, tensor in b.items()}
 
             # optimizing the policy and value network
@@ -357,8 +371,7 @@ def train(args: Args) -> dict:
             if not np.isfinite(losses["grad_norm"]):  # the weights are nan now: stop before they are saved
                 fail(f"training diverged at step {global_step:,} (nan or inf gradients): check the env's rewards")
             y_pred, y_true = b["values"][b["valid"].bool()], b["returns"][b["valid"].bool()]  # real transitions only
-            explained_var = (1 - (y_true - y_pred).var() / y_true.var()).item() if y_true.var() else np.nan
-            losses["explained_variance"] = explained_var
+            losses["explained_variance"] = float(1 - (y_true - y_pred).var() / y_true.var()) if y_true.var() else np.nan
 
             sps = (global_step - start_step) / (time.time() - start_time)
             if writer is not None:
@@ -398,6 +411,12 @@ def train(args: Args) -> dict:
 
 # =====================================================================================================================
 # Plumbing: validation, checkpoints, evaluation, torchrun, logging and progress. None of it changes what is learned.
+EVAL_SEED_OFFSET = 100_000  # evaluation episodes are seeded from --seed + this, apart from the training envs'
+SCRIPT = "ppo_continuous"
+CHECKPOINT_KEYS = ("script", "run_name", "args", "observation_shape", "action_shape", "global_step", "iteration",
+                   "best_eval_return", "agent", "optimizer", "normalization")  # fmt: skip
+# the flags of one invocation, not of the run (--resume and --eval-checkpoint take the others from the checkpoint)
+OWN_FLAGS = ("cuda", "torch_threads", "async_envs", "capture_video", "track", "resume", "init_from", "eval_checkpoint")
 
 
 def fail(message: str):
@@ -440,6 +459,7 @@ def validate_args(args: Args) -> Args:
          f"--num-minibatches {args.num_minibatches}; choose a --num-minibatches that divides {rank_batch_size}"),
         (args.num_iterations == 0, f"--total-timesteps {args.total_timesteps} is less than one batch (--num-envs x "
          f"--num-steps x ranks = {args.batch_size}), so no iteration would run; raise --total-timesteps"),
+        (min(args.hidden_sizes, default=1) < 1, f"--hidden-sizes must all be 1 or more, got {args.hidden_sizes}"),
         (args.cudagraphs and not args.compile, "--cudagraphs replays the graphs that --compile makes; add --compile"),
         (args.cudagraphs and world_size > 1, "--cudagraphs is not supported under torchrun yet; drop it"),
         (args.cudagraphs and not (args.cuda and torch.cuda.is_available()), "--cudagraphs needs CUDA; drop it on CPU"),
@@ -467,8 +487,7 @@ def parse_env_kwargs(pairs) -> dict:
 
 
 def check_env(env, args: Args, env_kwargs: dict, cut: bool):
-    """Refuse spaces this agent cannot handle, and --env-kwargs values the env cannot take (`g=abc` fails only at some
-    step), before any training; render a frame where filming; `cut`: say that evaluation cuts endless episodes."""
+    """Refuse spaces the agent cannot handle, --env-kwargs of the wrong type, a renderer that fails; `cut`: a notice."""
     obs_space, action_space, env_id = env.observation_space, env.action_space, args.env_id
     parts = obs_space.spaces.values() if isinstance(obs_space, gym.spaces.Dict) else [obs_space]
     if any(isinstance(part, gym.spaces.Box) and part.dtype == np.uint8 and len(part.shape) in (2, 3) for part in parts):
@@ -484,10 +503,8 @@ def check_env(env, args: Args, env_kwargs: dict, cut: bool):
     defaults = {name: param.default for name, param in inspect.signature(type(env.unwrapped)).parameters.items()}
     fits = {bool: (bool, int), int: (int,), float: (int, float)}  # an int is a fine float, 0 or 1 a fine flag
     for key, value in env_kwargs.items():
-        expected = type(defaults.get(key))
-        if expected in fits and value is not None and not isinstance(value, fits[expected]):
-            kind = f"{key} of type {expected.__name__} (default {defaults[key]})"
-            fail(f"--env-kwargs {key}={value}: {env_id} takes {kind}")
+        if (kind := type(defaults.get(key))) in fits and value is not None and not isinstance(value, fits[kind]):
+            fail(f"--env-kwargs {key}={value}: {env_id} takes {key} of type {kind.__name__} (default {defaults[key]})")
     try:  # a missing renderer is a clear error now, not a crash mid-run
         if env.render_mode == "rgb_array" and env.reset(seed=0) and np.asarray(env.render()).ndim != 3:
             raise ValueError("it renders no rgb_array frames")
@@ -496,11 +513,6 @@ def check_env(env, args: Args, env_kwargs: dict, cut: bool):
         fail(f"--capture-video cannot render {env_id}: {reason}. Headless, set MUJOCO_GL=egl (or osmesa), or drop it")
     if cut:
         print(f"notice: {env_id} has no time limit; evaluation cuts episodes at {args.eval_max_episode_steps:,} steps")
-
-
-# the flags of one invocation, not of the run: --resume and --eval-checkpoint take these from their command line and
-# the others from the checkpoint
-OWN_FLAGS = ("cuda", "torch_threads", "async_envs", "capture_video", "track", "resume", "init_from", "eval_checkpoint")
 
 
 def run_args(args: Args) -> tuple[Args, dict | None]:
@@ -527,9 +539,7 @@ def run_args(args: Args) -> tuple[Args, dict | None]:
     if ignored and int(os.environ.get("RANK", 0)) == 0:
         values = [" ".join(value) if isinstance(value := getattr(args, name), tuple) else value for name in ignored]
         shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in zip(ignored, values))
-        print(
-            f"notice: the run's saved flags apply (to change them, start a new one with --init-from); ignoring {shown}"
-        )
+        print(f"notice: the run's saved flags apply (for others, start a new run with --init-from); ignoring {shown}")
     args = validate_args(replace(saved, **{name: getattr(args, name) for name in own}))
     if args.resume and args.batch_size != checkpoint["args"]["batch_size"]:  # the batch counts all ranks
         ranks = checkpoint["args"]["batch_size"] // (args.num_envs * args.num_steps)
@@ -539,10 +549,8 @@ def run_args(args: Args) -> tuple[Args, dict | None]:
 
 def normalizers(envs) -> dict:
     """The observation and reward normalizers in the envs' wrapper chain, by their statistics' attribute name."""
-    chain = [envs]
-    while isinstance(chain[-1], gym.vector.VectorWrapper):
-        chain.append(chain[-1].env)
-    return {key: wrapper for wrapper in chain for key in ("obs_rms", "return_rms") if key in vars(wrapper)}
+    inner = normalizers(envs.env) if isinstance(envs, gym.vector.VectorWrapper) else {}
+    return inner | {key: envs for key in ("obs_rms", "return_rms") if key in vars(envs)}
 
 
 def get_normalization(envs) -> dict:
@@ -558,9 +566,6 @@ def set_normalization(envs, state: dict, freeze: bool = False):
             rms = getattr(wrapper, key)
             rms.mean, rms.var, rms.count = saved["mean"].numpy().copy(), saved["var"].numpy().copy(), saved["count"]
         wrapper.update_running_mean = wrapper.update_running_mean and not freeze
-
-
-EVAL_SEED_OFFSET = 100_000  # evaluation episodes are seeded from --seed + this, apart from the training envs'
 
 
 def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
@@ -593,11 +598,6 @@ def evaluate_checkpoint(args: Args) -> np.ndarray:
     where = f"{mode}; {args.eval_checkpoint}, step {checkpoint['global_step']:,}"
     print(f"{args.env_id}: return {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} episodes ({where})")
     return returns
-
-
-SCRIPT = "ppo_continuous"
-CHECKPOINT_KEYS = ("script", "run_name", "args", "observation_shape", "action_shape", "global_step", "iteration",
-                   "best_eval_return", "agent", "optimizer", "normalization")  # fmt: skip
 
 
 def save_checkpoint(path, agent, optimizer, envs, args, run_name, global_step, iteration, best_eval_return):
@@ -640,10 +640,11 @@ def load_agent(checkpoint: dict, path="checkpoint", envs=None, args=None) -> Age
     shapes = [list(envs.single_observation_space.shape), list(envs.single_action_space.shape)] if envs else None
     if shapes and (saved := [checkpoint["observation_shape"], checkpoint["action_shape"]]) != shapes:
         fail(f"checkpoint {path} is for observation and action shapes {saved}, not {shapes}: use an env with those")
-    for name in ("norm_obs", "rescale_actions") if args else ():
+    for name in ("norm_obs", "rescale_actions", "hidden_sizes", "activation") if args else ():
         if checkpoint["args"].get(name, False) != getattr(args, name):
             fail(f"checkpoint {path} was trained with {name}={checkpoint['args'].get(name)}; pass the same setting")
-    agent = Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"][0])
+    network = [checkpoint["args"].get(name, getattr(Args, name)) for name in ("hidden_sizes", "activation")]
+    agent = Agent(checkpoint["observation_shape"][0], checkpoint["action_shape"][0], *network)
     try:
         agent.load_state_dict(checkpoint["agent"])
     except RuntimeError as error:  # e.g. saved by an edited copy of the script, with other layers
@@ -789,8 +790,7 @@ def main(args: Args) -> int:
     except KeyboardInterrupt as interrupt:  # a second Ctrl-C in training, or one before training starts
         raise SystemExit(str(interrupt) or "stopped by Ctrl-C")
     if "RANK" in os.environ:  # under torchrun, skip the interpreter's teardown: gloo's threads can abort a rank there
-        sys.stdout.flush()  # ("terminate called without an active exception"); the logs are closed
-        sys.stderr.flush()
+        sys.stdout.flush(), sys.stderr.flush()  # ("terminate called without an active exception"); logs are closed
         os._exit(130 if stopped else 0)
     return 130 if stopped else 0
 

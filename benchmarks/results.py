@@ -93,18 +93,24 @@ def training_flags(env_id: str, seed: int, steps: int, flags: list[str]) -> list
 
 
 def expected_args(script: str, env_id: str, seed: int, steps: int, flags: list[str]) -> dict:
-    """What the script's Args hold for this run, as its checkpoint saves them."""
+    """What the script's Args hold for this run, as its checkpoint saves them, and each flag's default under
+    "defaults" (a run saved before a flag existed ran with what is now its default)."""
     import tyro
 
     sys.path.insert(0, str(REPO))
     module = importlib.import_module(script[: -len(".py")])
     args = module.validate_args(tyro.cli(module.Args, args=training_flags(env_id, seed, steps, flags)))
-    return {key: value for key, value in vars(args).items() if key not in NOT_TRAINING}
+    return {key: value for key, value in vars(args).items() if key not in NOT_TRAINING} | {
+        "defaults": vars(module.Args())
+    }
 
 
 def same_training(saved: dict, expected: dict) -> bool:
     plain = lambda value: list(value) if isinstance(value, (list, tuple)) else value  # noqa: E731
-    return all(plain(saved.get(key)) == plain(value) for key, value in expected.items())
+    defaults = expected["defaults"]
+    return all(
+        plain(saved.get(key, defaults.get(key))) == plain(value) for key, value in expected.items() if key != "defaults"
+    )
 
 
 def run_state(script: str, env_id: str, config: str, seed: int, steps: int, flags: list[str]):

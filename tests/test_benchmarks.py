@@ -23,6 +23,11 @@ def test_results_counts_a_finished_run_whatever_its_logging_flags_and_age():
     older = {key: value for key, value in tracked.items() if key not in ("track", "wandb_project_name", "wandb_entity")}
     assert results.same_training(older, expected)
     assert not results.same_training({**tracked, "learning_rate": 1e-3}, expected)
+    # a run saved before a training flag existed ran with what is now its default, and only then counts
+    before_norm_value = {key: value for key, value in tracked.items() if key != "norm_value"}
+    assert results.same_training(before_norm_value, expected)
+    with_norm_value = results.expected_args("ppo_discrete.py", "CartPole-v1", 1, 500_000, ["--norm-value"])
+    assert not results.same_training(before_norm_value, with_norm_value)
 
 
 # what changes a run's training (tests/ lists them itself: a new Args field must be put on one side or the other)
@@ -53,6 +58,9 @@ TRAINING = {
     "clip_obs",
     "clip_reward",
     "rescale_actions",
+    "norm_value",
+    "hidden_sizes",
+    "activation",
     "batch_size",
     "minibatch_size",
     "num_iterations",

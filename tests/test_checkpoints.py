@@ -603,3 +603,36 @@ def test_runs_of_one_name_started_in_the_same_second_get_a_folder_each(module, t
     for name, rate in zip(names, rates):
         assert len(list((tmp_path / "runs" / name).glob("events.out.tfevents.*"))) == 1
         assert module.load_checkpoint(f"runs/{name}/checkpoint.pt")["args"]["learning_rate"] == rate
+
+
+@pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
+def test_hidden_sizes_and_activation_build_the_networks(module_name):
+    """32-16 ELU on 4 observations, by hand: each MLP has 4x32+32 + 32x16+16 = 688 weights and biases before its
+    output layer; the critic's adds 16+1, the actor's 16x2+2 (two logits) or 16+1 (one mean) and one log-std."""
+    module = importlib.import_module(module_name)
+    discrete = module_name == "ppo_discrete"
+    agent = module.Agent(4, [2] if discrete else 1, hidden_sizes=(32, 16), activation="ELU")
+    actor = agent.actor if discrete else agent.actor_mean
+    assert sum(p.numel() for p in agent.critic.parameters()) == 688 + 17
+    assert sum(p.numel() for p in actor.parameters()) == 688 + (34 if discrete else 17)
+    assert [type(layer).__name__ for layer in actor] == ["Linear", "ELU", "Linear", "ELU", "Linear"]
+
+
+def test_a_checkpoint_keeps_its_network_shape(tiny_discrete, tmp_path):
+    """Evaluation builds the saved network (its flags are the run's); fine-tuning it with other layers is refused."""
+    trained = run_script("ppo_discrete.py", *tiny_discrete, "--hidden-sizes", "32", "16", "--activation", "ELU",
+                         cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    checkpoint = single_run_dir(tmp_path) / "checkpoint.pt"
+    evaluated = run_script(
+        "ppo_discrete.py", "--eval-checkpoint", str(checkpoint), "--eval-episodes", "2", cwd=tmp_path
+    )
+    assert evaluated.returncode == 0 and "return" in evaluated.stdout, evaluated.stderr
+    refused = run_script("ppo_discrete.py", *tiny_discrete, "--init-from", str(checkpoint), cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"error: checkpoint {checkpoint} was trained with hidden_sizes=(32, 16); pass the same setting"
+    ]
+    tuned = run_script("ppo_discrete.py", *tiny_discrete, "--init-from", str(checkpoint), "--hidden-sizes", "32", "16",
+                       "--activation", "ELU", cwd=tmp_path)  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr

@@ -167,6 +167,42 @@ def test_every_rank_normalizes_with_rank_0s_statistics():
     np.testing.assert_allclose(var0, data[0].var(0), rtol=1e-4)
 
 
+def return_rms_rank_main(rank, port, data, queue):
+    os.environ.update(torchrun_environment(rank, 2, port))
+    import torch.distributed as dist
+
+    module = importlib.import_module("ppo_continuous")
+    dist.init_process_group("gloo")
+    rms = module.Agent(3, 1).return_rms
+    for batch in data[rank]:
+        module.update_return_rms(rms, batch, world_size=2)
+    dist.destroy_process_group()
+    queue.put((rank, rms.numpy().copy()))
+    exit_like_the_scripts(queue)
+
+
+def test_ranks_merge_their_returns_into_one_value_normalization():
+    """--norm-value under torchrun: two ranks with batches of other sizes and scales end with the same statistics,
+    those of all the returns together (numpy's mean and population variance of the concatenation)."""
+    rng = np.random.default_rng(1)
+    data = [
+        [rng.normal(10, 3, size=n).astype(np.float32) for n in (40, 25)],
+        [rng.normal(-2, 1, size=n).astype(np.float32) for n in (60, 5)],
+    ]
+    context = multiprocessing.get_context("spawn")
+    queue, port = context.Queue(), free_port()
+    processes = [context.Process(target=return_rms_rank_main, args=(rank, port, data, queue)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    results = sorted(queue.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    (_, rms0), (_, rms1) = results
+    np.testing.assert_array_equal(rms0, rms1)
+    everything = np.concatenate([batch for rank_data in data for batch in rank_data]).astype(np.float64)
+    np.testing.assert_allclose(rms0, [everything.mean(), everything.var(), 130], rtol=1e-9)
+
+
 @pytest.mark.parametrize("module_name", list(SETUPS))
 def test_two_rank_checkpoint_resumes_as_two_ranks_and_evaluates_alone(module_name, tmp_path, capfd):
     args = tiny_args(module_name, checkpoint_every=1)

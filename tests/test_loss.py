@@ -139,3 +139,48 @@ def test_ratio_is_one_and_approx_kl_zero_on_first_minibatch(module_name, tmp_pat
         assert abs(approx_kl) < 1e-7
     # later minibatches did move the policy, so the check above is not vacuous
     assert max(c[0] for c in calls) > 1e-4
+
+
+@pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
+def test_return_statistics_merge_batches_as_one_running_mean_and_variance(module_name):
+    """By hand: returns 1, 2, 3 have mean 2 and (population) variance 2/3; with 4 and 5 after them, the five have
+    mean 3 and variance (4 + 1 + 0 + 1 + 4) / 5 = 2. The statistics start empty (count 0), so they are exact."""
+    module = importlib.import_module(module_name)
+    rms = module.Agent(3, *([2] if module_name == "ppo_continuous" else [[2]])).return_rms
+    assert rms.tolist() == [0.0, 1.0, 0.0]  # without --norm-value: values and returns go through unchanged
+    mean, std = module.update_return_rms(rms, np.array([1.0, 2.0, 3.0], dtype=np.float32))
+    assert (mean, std**2) == pytest.approx((2.0, 2 / 3))
+    mean, std = module.update_return_rms(rms, np.array([4.0, 5.0], dtype=np.float32))
+    assert (mean, std**2) == pytest.approx((3.0, 2.0)) and rms[2].item() == 5
+    module.update_return_rms(rms, np.full(4, 3.0, dtype=np.float32))  # four more at the mean: 2 x 5 / 9
+    assert rms.tolist() == pytest.approx([3.0, 10 / 9, 9])
+
+
+@pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
+def test_norm_value_trains_the_critic_on_standardized_returns(module_name, tmp_path, monkeypatch):
+    """With --norm-value the first update's targets are this batch's returns standardized by their own statistics
+    (the running statistics start empty): mean 0 and population std 1 over the real transitions. The statistics count
+    every real transition of every rollout."""
+    module = importlib.import_module(module_name)
+    monkeypatch.chdir(tmp_path)
+    batches, real_loss = [], module.ppo_loss
+
+    def recording_loss(newlogprob, entropy, newvalue, mb, args):
+        batches.append((mb["returns"].clone(), mb["valid"].clone()))
+        return real_loss(newlogprob, entropy, newvalue, mb, args)
+
+    monkeypatch.setattr(module, "ppo_loss", recording_loss)
+    env_id = "InvertedPendulum-v4" if module_name == "ppo_continuous" else "CartPole-v1"
+    args = module.Args(env_id=env_id, num_envs=2, num_steps=32, num_minibatches=2, update_epochs=2,
+                       total_timesteps=192, norm_value=True, cuda=False)  # fmt: skip
+    summary = module.train(args)
+    first_epoch = batches[: args.num_minibatches]  # every transition of the first rollout, once
+    returns = torch.cat([r for r, _ in first_epoch])[torch.cat([v for _, v in first_epoch]).bool()].double()
+    assert returns.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert returns.var(unbiased=False).item() == pytest.approx(1.0, rel=1e-4)
+    per_update = args.num_minibatches * args.update_epochs  # the first epoch of each update: its rollout, once
+    rollouts = [batches[i : i + args.num_minibatches] for i in range(0, len(batches), per_update)]
+    assert len(rollouts) == 3
+    real_steps = sum(valid.sum().item() for rollout in rollouts for _, valid in rollout)
+    assert summary["agent"].return_rms[2].item() == real_steps
+    assert summary["agent"].return_rms[0].item() != 0.0  # the statistics moved from their start

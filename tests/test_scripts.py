@@ -109,6 +109,7 @@ ERROR_CASES = [
     ("ppo_continuous.py", ["--num-steps", "100", "--num-minibatches", "32"], "--num-minibatches"),
     ("ppo_discrete.py", ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], "--num-minibatches"),
     ("ppo_continuous.py", ["--total-timesteps", "1000"], "no iteration would run"),
+    ("ppo_discrete.py", ["--hidden-sizes", "64", "0"], "--hidden-sizes must all be 1 or more, got (64, 0)"),
     ("ppo_discrete.py", ["--total-timesteps", "100"], "no iteration would run"),
     ("ppo_discrete.py", ["--num-envs", "0"], "--num-envs must be at least 1"),
     ("ppo_continuous.py", ["--eval-max-episode-steps", "0"], "--eval-max-episode-steps must be at least 1"),
