@@ -1,21 +1,19 @@
-"""Training steps/s of CleanRL's own scripts and of ours, with the same installed libraries, side by side.
+"""CleanRL's own scripts against ours, side by side: whole-process wall time and steady steps/s.
 
-    python benchmarks/cleanrl_speed.py --cleanrl-dir DIR               # DIR holds CleanRL's two scripts
-    python benchmarks/cleanrl_speed.py --cleanrl-dir DIR --rounds 1    # quicker
+    python benchmarks/cleanrl_speed.py --cleanrl-dir DIR --cleanrl-python ENV/bin/python
+    python benchmarks/cleanrl_speed.py --cleanrl-dir DIR --rounds 3 --only HalfCheetah-v4
 
-The issue's CPU targets are twice CleanRL's steps/s measured with CleanRL's pinned gymnasium 0.29.
-This measures on whatever gymnasium is installed here, so the cost of the env stack falls on both
-sides. Each round trains, one at a time and each in a fresh temporary folder: CleanRL's script,
-ours, and ours with --compile, on CartPole-v1 and on HalfCheetah-v4 with default settings and
-every script's own defaults otherwise (threads included). Steps/s is the steady rate: the steps
-between the 3rd and the last iteration's `charts/SPS` event over the wall time between them, so
-start-up, warm-up and compiling are left out alike for every script. Prints every run, then the
-median of each column over the rounds and its ratio to CleanRL's.
+What a user comparing the two does: train HalfCheetah-v4 (300k steps) and CartPole-v1 (500k steps) with
+every script's defaults, start to exit, one run at a time, each in a fresh temporary folder. Each round
+runs CleanRL's script (with --cleanrl-python, e.g. a virtual environment with CleanRL's pinned
+gymnasium 0.29.1 and mujoco 2.3.3), ours, and ours with --compile (compiling included). Prints every
+run, then the median of each over the rounds: wall time, CleanRL's wall time over ours (the speed-up),
+and the steady rate (steps between the 3rd and the last iteration's `charts/SPS` event over the time
+between them, start-up, warm-up and compiling left out).
 
-CleanRL's scripts are not part of this repository. Take `cleanrl/ppo.py` and
-`cleanrl/ppo_continuous_action.py` from github.com/vwxyzjn/cleanrl. On gymnasium 1.x the continuous
-one needs one change to start: `TransformObservation(env, func, env.observation_space)` (the space
-argument is required there); `ppo.py` runs as it is (its `final_info` episode logging stays silent).
+CleanRL's scripts are not part of this repository: DIR holds `ppo.py` and `ppo_continuous_action.py`
+from github.com/vwxyzjn/cleanrl, of the version that matches the gymnasium they run with (see
+docs/speed.md).
 """
 
 import argparse
@@ -24,14 +22,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = [  # env id, CleanRL's script, ours, steps per iteration at the defaults, iterations to run
-    ("CartPole-v1", "ppo.py", "ppo_discrete.py", 512, 100),
-    ("HalfCheetah-v4", "ppo_continuous_action.py", "ppo_continuous.py", 2048, 30),
+CONFIGS = [  # env id, CleanRL's script, ours, total steps
+    ("HalfCheetah-v4", "ppo_continuous_action.py", "ppo_continuous.py", 300_000),
+    ("CartPole-v1", "ppo.py", "ppo_discrete.py", 500_000),
 ]
 FIRST_EVENT = 2  # the rate starts at the 3rd iteration's event, stamped at its end: iterations 1-3 are left out
 
@@ -43,14 +42,28 @@ def steady_steps_per_second(run_dir: Path) -> float:
     return (events[-1].step - events[0].step) / (events[-1].wall_time - events[0].wall_time)
 
 
-def train(script: Path, env_id: str, total_timesteps: int, extra: list[str]) -> float:
+def train(python: str, script: Path, env_id: str, total_timesteps: int, extra: list[str]) -> tuple[float, float]:
+    """Wall time of the whole process, start to exit, and the steady steps/s of its run."""
     with tempfile.TemporaryDirectory() as workdir:
-        command = [sys.executable, str(script), "--env-id", env_id, "--total-timesteps", str(total_timesteps), *extra]
+        command = [python, str(script), "--env-id", env_id, "--total-timesteps", str(total_timesteps), *extra]
+        start = time.perf_counter()
         result = subprocess.run(command, cwd=workdir, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                                 capture_output=True, text=True)  # fmt: skip
+        wall = time.perf_counter() - start
         if result.returncode != 0:
             raise SystemExit(f"failed: {' '.join(command)}\n{(result.stdout + result.stderr)[-3000:]}")
-        return steady_steps_per_second(next((Path(workdir) / "runs").iterdir()))
+        return wall, steady_steps_per_second(next((Path(workdir) / "runs").iterdir()))
+
+
+def summary_row(env_id: str, runs: dict) -> str:
+    """A table row of medians: each column's wall time (and CleanRL's over it) and steady steps/s."""
+    cleanrl = statistics.median(wall for wall, _ in runs["CleanRL"])
+    cells = []
+    for column, figures in runs.items():
+        wall, rate = statistics.median(w for w, _ in figures), statistics.median(r for _, r in figures)
+        speedup = "" if column == "CleanRL" else f" ({cleanrl / wall:.2f}x)"
+        cells.append(f"{wall:.0f} s{speedup}, {rate:,.0f} steps/s")
+    return f"| {env_id} | " + " | ".join(cells) + " |"
 
 
 def main():
@@ -58,39 +71,35 @@ def main():
     parser.add_argument(
         "--cleanrl-dir", type=Path, required=True, help="folder with CleanRL's ppo.py and ppo_continuous_action.py"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every run, for the medians")
+    parser.add_argument("--cleanrl-python", default=sys.executable, help="the Python that runs CleanRL's scripts")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every run, for the medians")
+    parser.add_argument("--only", nargs="*", help="env ids to measure (default: both)")
     options = parser.parse_args()
-    for _, cleanrl_script, _, _, _ in CONFIGS:
+    configs = [config for config in CONFIGS if not options.only or config[0] in options.only]
+    for _, cleanrl_script, _, _ in configs:
         if not (options.cleanrl_dir / cleanrl_script).is_file():
             raise SystemExit(
                 f"error: {options.cleanrl_dir / cleanrl_script} not found; put CleanRL's {cleanrl_script} there"
             )
 
-    columns = ("CleanRL", "ours", "ours --compile")
-    figures = {(env_id, column): [] for env_id, *_ in CONFIGS for column in columns}
+    figures = {}
     for round_index in range(1, options.rounds + 1):
-        for env_id, cleanrl_script, our_script, per_iteration, iterations in CONFIGS:
-            total = per_iteration * iterations
+        for env_id, cleanrl_script, our_script, total in configs:
             runs = {
-                "CleanRL": (options.cleanrl_dir / cleanrl_script, []),
-                "ours": (REPO / our_script, []),
-                "ours --compile": (REPO / our_script, ["--compile"]),
+                "CleanRL": (options.cleanrl_python, options.cleanrl_dir / cleanrl_script, []),
+                "ours": (sys.executable, REPO / our_script, []),
+                "ours --compile": (sys.executable, REPO / our_script, ["--compile"]),
             }
-            for column, (script, extra) in runs.items():
-                figures[env_id, column].append(train(script, env_id, total, extra))
-            print(
-                f"round {round_index} {env_id}: " + ", ".join(f"{c} {figures[env_id, c][-1]:,.0f}" for c in columns),
-                flush=True,
-            )
+            for column, (python, script, extra) in runs.items():
+                wall, rate = train(python, script, env_id, total, extra)
+                figures.setdefault(env_id, {}).setdefault(column, []).append((wall, rate))
+                print(f"round {round_index} {env_id} {column}: {wall:.1f} s, {rate:,.0f} steps/s", flush=True)
 
-    print(f"\nsteps/s, median of {options.rounds} round(s), steady rate (after the first three iterations)")
+    print(f"\nmedian of {options.rounds} round(s): wall time start to exit (CleanRL's over ours), steady steps/s")
     print("| env | CleanRL | ours | ours --compile |")
     print("|---|---|---|---|")
-    for env_id, *_ in CONFIGS:
-        medians = {column: statistics.median(figures[env_id, column]) for column in columns}
-        cleanrl = medians["CleanRL"]
-        cells = [f"{cleanrl:,.0f}"] + [f"{medians[c]:,.0f} ({medians[c] / cleanrl:.2f}x)" for c in columns[1:]]
-        print(f"| {env_id} | " + " | ".join(cells) + " |")
+    for env_id, runs in figures.items():
+        print(summary_row(env_id, runs))
 
 
 if __name__ == "__main__":

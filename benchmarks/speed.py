@@ -28,23 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-HUMANOID_LARGE_BATCH = [
-    "--num-envs",
-    "64",
-    "--num-steps",
-    "64",
-    "--update-epochs",
-    "2",
-    "--num-minibatches",
-    "4",
-    "--learning-rate",
-    "2.95e-3",
-    "--no-clip-vloss",
-    "--max-grad-norm",
-    "3.5",
-    "--vf-coef",
-    "1.3",
-]
+HUMANOID_LARGE_BATCH = (
+    "--num-envs 64 --num-steps 64 --update-epochs 2 --num-minibatches 4 --learning-rate 2.95e-3 --no-clip-vloss "
+    "--max-grad-norm 3.5 --vf-coef 1.3"
+).split()
 CONFIGS = {  # name: (module, env flags, iterations to time)
     "cartpole": ("ppo_discrete", ["--env-id", "CartPole-v1"], 60),
     "halfcheetah": ("ppo_continuous", ["--env-id", "HalfCheetah-v4"], 8),

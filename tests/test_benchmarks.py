@@ -126,3 +126,13 @@ def test_cleanrl_speed_takes_the_steady_rate_after_the_first_three_iterations(tm
         writer.add_scalar("charts/SPS", 0.0, step, walltime=wall_time)
     writer.close()
     assert cleanrl_speed.steady_steps_per_second(tmp_path) == pytest.approx(7_680, rel=1e-6)
+
+
+def test_cleanrl_speed_reports_median_wall_times_and_cleanrls_over_ours():
+    """By hand: CleanRL's wall times 300, 280, 290 s have median 290; ours 200, 190, 210 s median 200, so
+    290 / 200 = 1.45x; the steady rates' medians are 1,000 and 1,500 steps/s."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    cleanrl_speed = importlib.import_module("cleanrl_speed")
+    runs = {"CleanRL": [(300, 900), (280, 1000), (290, 1100)], "ours": [(200, 1400), (190, 1600), (210, 1500)]}
+    row = cleanrl_speed.summary_row("HalfCheetah-v4", runs)
+    assert row == "| HalfCheetah-v4 | 290 s, 1,000 steps/s | 200 s (1.45x), 1,500 steps/s |"
