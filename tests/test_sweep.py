@@ -2,6 +2,7 @@
 stopping and continuing, a dead worker, two workers on one study, pruning, and one-line errors for bad input."""
 
 import csv
+import importlib
 import os
 import shlex
 import signal
@@ -17,7 +18,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(REPO / "tools"))
-import sweep  # tools/ is not a package: imported from its folder
+sweep = importlib.import_module("sweep")  # tools/ is not a package: imported from its folder
 
 SCRIPT = REPO / "ppo_discrete.py"
 TINY = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--total-timesteps", "2000"]

@@ -31,7 +31,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import optuna
-import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -283,14 +282,14 @@ def open_study(sweep: Sweep, storage_url: str | None, pruner: str) -> optuna.Stu
         study = optuna.create_study(storage=storage, study_name=sweep.study_name, direction="maximize",
                                     sampler=sampler, pruner=make_pruner(pruner), load_if_exists=True)  # fmt: skip
     except Exception as error:  # noqa: BLE001  (a wrong URL, no server, no driver, no permission: it says which)
-        where = storage_url or sweep.folder / "journal.log"
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        fail(f"cannot open the storage {where} ({reason}); check the URL, the server and its driver "
-             "(e.g. pip install psycopg2-binary for postgresql://)")  # fmt: skip
+        fail(f"cannot open the storage {shown(storage_url, sweep.folder)} ({reason}); check the URL, the server "
+             "and its driver (e.g. pip install 'psycopg[binary]' for postgresql://)")  # fmt: skip
     # a study continues only with the options it started with: its trials must stay comparable
-    options = {"script": sweep.script.name, "env-ids": [f"{env}={r[0]:g}:{r[1]:g}" if r else env
-               for env, r in sweep.envs.items()], "seeds": sweep.seeds, "space": {name: repr(d)
-               for name, d in sweep.space.items()}, "fixed": sweep.fixed, "objective": sweep.objective}  # fmt: skip
+    env_ids = [f"{env}={low_high[0]:g}:{low_high[1]:g}" if low_high else env for env, low_high in sweep.envs.items()]
+    space = {name: repr(distribution) for name, distribution in sweep.space.items()}
+    options = {"script": sweep.script.name, "env-ids": env_ids, "seeds": sweep.seeds, "space": space,
+               "fixed": sweep.fixed, "objective": sweep.objective}  # fmt: skip
     started_with = study.user_attrs.get("options")
     if started_with is None:
         study.set_user_attr("options", options)
@@ -299,6 +298,11 @@ def open_study(sweep: Sweep, storage_url: str | None, pruner: str) -> optuna.Stu
         fail(f"study {sweep.study_name} was started with {key} {started_with.get(key)}, not {options[key]}; "
              "continue it with the same options, or give a new --study")  # fmt: skip
     return study
+
+
+def shown(storage_url: str | None, folder: Path) -> str:
+    """The storage as printed: a URL's password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", storage_url) if storage_url else str(folder / "journal.log")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,12 +506,14 @@ class Display:
     """One line per finished trial; on a terminal, also a live bar of the study below them."""
 
     def __init__(self, sweep: Sweep, done: int):
-        self.bar, self.lock = None, threading.Lock()
+        self.bar = None
+        self.lock = threading.Lock()  # for what the worker threads share: the console, the result files, the tally
         if sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            columns = [TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}")]
-            self.bar = Progress(*columns, TimeElapsedColumn())
+            self.bar = Progress(
+                TextColumn("trials"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn()
+            )
             self.task = self.bar.add_task("", total=sweep.trials, completed=done)
             self.bar.start()
 
@@ -632,8 +638,13 @@ def worker(study: optuna.Study, sweep: Sweep, stopping: threading.Event, display
             trial = next_trial(study, sweep)
             if trial is None:
                 return
+            display.update(*study_status(study, sweep))
             started = time.time()
-            result = run_trial(study, sweep, trial, stopping)
+            try:
+                result = run_trial(study, sweep, trial, stopping)
+            except UpdateFinishedTrialError:  # silent too long: another worker gave the trial up and queued it again
+                display.line(f"trial {trial.number} was given up as dead by another worker; its run here stopped")
+                continue
             with display.lock:
                 write_results(study, sweep)
                 tally["done"] += 1
@@ -643,8 +654,6 @@ def worker(study: optuna.Study, sweep: Sweep, stopping: threading.Event, display
             if tally["done"] >= 3 and tally["failed"] == tally["done"]:  # a broken setup, not bad parameters
                 tally["broken"] = result.message
                 stopping.set()
-    except UpdateFinishedTrialError:  # its heartbeat stopped long enough for another worker to retry the trial
-        display.line(f"trial {trial.number} was given up as dead by another worker; its runs here stopped")
     except BaseException as error:  # noqa: BLE001  (main raises it once the other threads have stopped their runs)
         tally["error"] = error
         stopping.set()
@@ -658,8 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     study = open_study(sweep, args.storage, args.pruner)
     sweep.folder.mkdir(parents=True, exist_ok=True)
     done, status = study_status(study, sweep)
-    storage = args.storage and sqlalchemy.engine.make_url(args.storage).render_as_string()  # password as ***
-    storage = storage or sweep.folder / "journal.log"
+    storage = shown(args.storage, sweep.folder)
     print(f"study {sweep.study_name} ({storage}): {status}; runs in {sweep.folder / 'runs'}, logs in "
           f"{sweep.folder / 'logs'}", flush=True)  # fmt: skip
 
@@ -695,11 +703,12 @@ def main(argv: list[str] | None = None) -> int:
     write_results(study, sweep)
     written = write_plots(study, sweep)
     print(study_status(study, sweep)[1], flush=True)
+    files = ["trials.csv", *written]
     if (sweep.folder / "best.sh").exists():
         print((sweep.folder / "best.sh").read_text(), end="", flush=True)
-    dashboard = f"optuna-dashboard {storage}"
-    print(f"in {sweep.folder}: trials.csv, best.sh, {', '.join(written) or 'no plots yet'}; "
-          f"`tensorboard --logdir {sweep.folder / 'runs'}`; `{dashboard}`", flush=True)  # fmt: skip
+        files.insert(1, "best.sh")
+    print(f"in {sweep.folder}: {', '.join(files)}; `tensorboard --logdir {sweep.folder / 'runs'}`; "
+          f"`optuna-dashboard {storage}`", flush=True)  # fmt: skip
     return exit_code
 
 
