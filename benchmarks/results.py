@@ -1,6 +1,5 @@
 """The published results: train a list of runs, then write a results table, a JSON file and learning curves.
 
-    pip install -r benchmarks/requirements.txt        # matplotlib, for the curves (benchmark only)
     python benchmarks/results.py                      # train every missing run, then write the results
     python benchmarks/results.py --only CartPole-v1   # only these envs
     python benchmarks/results.py --jobs 2             # two trainings at a time (one per core)
@@ -382,7 +381,7 @@ def plot(summary: dict):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no curves (pip install -r benchmarks/requirements.txt)")
+        print("matplotlib is not installed: no curves (pip install -r requirements.txt)")
         return
     for env_id in dict.fromkeys(r["env_id"] for r in summary["results"]):
         rows = [r for r in summary["results"] if r["env_id"] == env_id]
