@@ -25,9 +25,10 @@ def script_commands(page):
                 command, words = (
                     (words[: words.index("&&")], words[words.index("&&") + 1 :]) if "&&" in words else (words, [])
                 )
-                scripts = [i for i, word in enumerate(command) if word in ("ppo_continuous.py", "ppo_discrete.py")]
-                if scripts and command[0] in ("python", "python3", "torchrun"):
-                    commands.append((command[scripts[0]], command[scripts[0] + 1 :]))
+                files = [i for i, word in enumerate(command) if word.endswith(".py")]  # the first is what runs
+                launched = command[0] in ("python", "python3", "torchrun")
+                if launched and files and command[files[0]] in ("ppo_continuous.py", "ppo_discrete.py"):
+                    commands.append((command[files[0]], command[files[0] + 1 :]))
     return commands
 
 
