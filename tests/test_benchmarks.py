@@ -1,6 +1,7 @@
 """The benchmark scripts' own logic, where a mistake would quietly publish wrong figures."""
 
 import importlib
+import json
 import sys
 
 import numpy as np
@@ -136,3 +137,19 @@ def test_cleanrl_speed_reports_median_wall_times_and_cleanrls_over_ours():
     runs = {"CleanRL": [(300, 900), (280, 1000), (290, 1100)], "ours": [(200, 1400), (190, 1600), (210, 1500)]}
     row = cleanrl_speed.summary_row("HalfCheetah-v4", runs)
     assert row == "| HalfCheetah-v4 | 290 s, 1,000 steps/s | 200 s (1.45x), 1,500 steps/s |"
+
+
+def test_results_keeps_a_row_whose_runs_are_not_on_this_machine(tmp_path, monkeypatch):
+    """`results.py --collect` on a machine that holds the runs of one row only: every other row keeps its
+    figures from the last results.json instead of vanishing from the table, and a row that never had runs
+    stays out."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    results = importlib.import_module("results")
+    row = {"env_id": "Hopper-v4", "config": "default", "return_mean": 2359.8}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text(json.dumps({"machine": "m", "results": [row]}))
+    monkeypatch.setattr(results, "OUT", tmp_path / "out")
+    monkeypatch.setattr(results, "REPO", tmp_path)  # no runs/ here
+    monkeypatch.setattr(results, "RUNS", [("ppo_continuous.py", "Hopper-v4", "default", [1], 1_000_000, []),
+                                          ("ppo_continuous.py", "Walker2d-v4", "default", [1], 1_000_000, [])])  # fmt: skip
+    assert results.collect()["results"] == [row]
