@@ -89,6 +89,9 @@ def make_env(args: Args, idx: int, env_kwargs: dict, video_folder=None, evaluati
                 signal.signal(sig, signal.SIG_IGN)  # which finishes its iteration, saves, then closes the workers
         film = video_folder is not None and idx == 0  # sub-env 0 alone: the vector RecordVideo renders every one
         env = gym.make(args.env_id, **({**env_kwargs, "render_mode": "rgb_array"} if film else env_kwargs))
+        if film and hasattr(env.unwrapped, "mujoco_renderer") and not {"camera_id", "camera_name"} & env_kwargs.keys():
+            with contextlib.suppress(KeyError):  # gymnasium 1.4 films MuJoCo from a still camera: follow the body with
+                env.unwrapped.mujoco_renderer.camera_id = env.unwrapped.model.camera("track").id  # the model's camera
         endless = getattr(env.spec, "max_episode_steps", None) is None  # registered without a time limit
         if evaluation and endless:  # evaluation waits for every episode to end
             env = gym.wrappers.TimeLimit(env, args.eval_max_episode_steps)
@@ -175,8 +178,7 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
     next_values = np.concatenate([values[1:], next_value.reshape(1, -1)])
     deltas = rewards + gamma * next_values * (1.0 - no_bootstrap) - values  # all steps at once; only the
     decays = gamma * gae_lambda * (1.0 - episode_end)  # recursion below goes step by step
-    advantages = np.zeros_like(rewards)
-    lastgaelam = np.zeros_like(next_value)
+    advantages, lastgaelam = np.zeros_like(rewards), np.zeros_like(next_value)
     for t in reversed(range(len(rewards))):
         lastgaelam = (deltas[t] + decays[t] * lastgaelam) * valid[t]
         advantages[t] = lastgaelam
@@ -185,8 +187,7 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
 
 def ppo_loss(newlogprob, entropy, newvalue, mb: dict, args: Args):
     """The clipped PPO loss of minibatch `mb` (tensors by name) over its `valid` steps; stats by name (detail 12)."""
-    mask = mb["valid"]
-    num_valid = mask.sum()
+    mask, num_valid = mb["valid"], mb["valid"].sum()
     masked_mean = lambda x: (x * mask).sum() / num_valid.clamp(min=1.0)  # noqa: E731  (over real transitions only)
     logratio = newlogprob - mb["logprobs"]
     ratio = logratio.exp()

@@ -174,8 +174,7 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
     next_values = np.concatenate([values[1:], next_value.reshape(1, -1)])
     deltas = rewards + gamma * next_values * (1.0 - no_bootstrap) - values  # all steps at once; only the
     decays = gamma * gae_lambda * (1.0 - episode_end)  # recursion below goes step by step
-    advantages = np.zeros_like(rewards)
-    lastgaelam = np.zeros_like(next_value)
+    advantages, lastgaelam = np.zeros_like(rewards), np.zeros_like(next_value)
     for t in reversed(range(len(rewards))):
         lastgaelam = (deltas[t] + decays[t] * lastgaelam) * valid[t]
         advantages[t] = lastgaelam
@@ -184,8 +183,7 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
 
 def ppo_loss(newlogprob, entropy, newvalue, mb: dict, args: Args):
     """The clipped PPO loss of minibatch `mb` (tensors by name) over its `valid` steps; stats by name (detail 12)."""
-    mask = mb["valid"]
-    num_valid = mask.sum()
+    mask, num_valid = mb["valid"], mb["valid"].sum()
     masked_mean = lambda x: (x * mask).sum() / num_valid.clamp(min=1.0)  # noqa: E731  (over real transitions only)
     logratio = newlogprob - mb["logprobs"]
     ratio = logratio.exp()

@@ -150,6 +150,6 @@ def test_results_keeps_a_row_whose_runs_are_not_on_this_machine(tmp_path, monkey
     (tmp_path / "out" / "results.json").write_text(json.dumps({"machine": "m", "results": [row]}))
     monkeypatch.setattr(results, "OUT", tmp_path / "out")
     monkeypatch.setattr(results, "REPO", tmp_path)  # no runs/ here
-    monkeypatch.setattr(results, "RUNS", [("ppo_continuous.py", "Hopper-v4", "default", [1], 1_000_000, []),
-                                          ("ppo_continuous.py", "Walker2d-v4", "default", [1], 1_000_000, [])])  # fmt: skip
+    rows = [("ppo_continuous.py", env_id, "default", [1], 1_000_000, []) for env_id in ("Hopper-v4", "Walker2d-v4")]
+    monkeypatch.setattr(results, "RUNS", rows)
     assert results.collect()["results"] == [row]
