@@ -321,12 +321,13 @@ def collect() -> dict:
             except (KeyError, IndexError) as error:  # a finished checkpoint without its TensorBoard events
                 print(f"skipping {run_dir}: its TensorBoard events lack {error}", flush=True)
         if not runs:
+            row = kept.get((env_id, config))
             print(
-                f"no finished run of {env_id} {config} under runs/: "
-                + ("its row is kept from results.json" if (env_id, config) in kept else "its row is left out"),
+                f"no finished run of {env_id} {config} under runs/: its row is "
+                + ("kept from results.json" if row else "left out"),
                 flush=True,
             )
-            results += [kept[(env_id, config)]] if (env_id, config) in kept else []
+            results += [row] if row else []
             continue
         grid = np.linspace(0, steps, 101)[1:]
         curves = [smoothed_curve(r["curve"], grid) for r in runs]
