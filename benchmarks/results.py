@@ -373,8 +373,9 @@ def write(summary: dict):
             return f"{mean:.1f} ± {std:.1f}" if count > 1 else f"{mean:.1f}"
 
         eval_text = spread(r["eval_mean"], r["eval_std"], r["eval_seeds"]) if r["eval_seeds"] else "–"
-        if 0 < r["eval_seeds"] < len(r["seeds"]):
-            eval_text += f" ({r['eval_seeds']} seeds)"
+        if 0 < r["eval_seeds"] < len(r["seeds"]):  # which seeds it is of
+            evaluated = [str(run["seed"]) for run in r["runs"] if run["eval_return"] is not None]
+            eval_text += f" (seed{'s' * (len(evaluated) > 1)} {', '.join(evaluated)})"
         wall = np.mean([run["wall_s"] for run in r["runs"]]) / 60
         wall_text = f"{wall:.1f} min" if wall < 10 else f"{wall:.0f} min"  # a 30 s run is not "0 min"
         seeds = ", ".join(str(seed) for seed in r["seeds"])

@@ -153,3 +153,18 @@ def test_results_keeps_a_row_whose_runs_are_not_on_this_machine(tmp_path, monkey
     rows = [("ppo_continuous.py", env_id, "default", [1], 1_000_000, []) for env_id in ("Hopper-v4", "Walker2d-v4")]
     monkeypatch.setattr(results, "RUNS", rows)
     assert results.collect()["results"] == [row]
+
+
+def test_results_table_says_which_seeds_an_eval_figure_is_of(tmp_path, monkeypatch):
+    """A row whose runs were not all evaluated shows the eval figure with the seeds it comes from, and the
+    return over all of them: 8800 is the one evaluated run's, (7000 + 8000) / 2 = 7500 both runs' mean."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    results = importlib.import_module("results")
+    monkeypatch.setattr(results, "OUT", tmp_path)
+    monkeypatch.setattr(results, "plot", lambda summary: None)
+    runs = [{"seed": 1, "eval_return": None, "wall_s": 60.0}, {"seed": 3, "eval_return": 8800.0, "wall_s": 120.0}]
+    row = {"env_id": "Humanoid-v4", "config": "large-net", "total_timesteps": 10_000_000, "seeds": [1, 3]}
+    row |= {"eval_seeds": 1, "eval_mean": 8800.0, "eval_std": 0.0, "return_mean": 7500.0, "return_std": 500.0}
+    results.write({"machine": "m", "results": [row | {"published": "p", "runs": runs}]})
+    table_row = (tmp_path / "results.md").read_text().splitlines()[-1]
+    assert table_row == "| Humanoid-v4 | large-net | 10M | 1, 3 | **7500.0 ± 500.0** | 8800.0 (seed 3) | p | 1.5 min |"
