@@ -1,7 +1,12 @@
+import functools
+import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,16 +18,51 @@ SCRIPTS = ["ppo_continuous.py", "ppo_discrete.py"]
 
 
 def run_script(script, *flags, cwd, env=None, timeout=600, python_prefix=()):
-    """Run one of the scripts as a user would, in `cwd`, and return the finished process."""
+    """Run one of the scripts as a user would, in `cwd`, and return the finished process. A fork of the test session's
+    script server (script_server.py) runs it, unless it needs a fresh interpreter: a python_prefix, or a sitecustomize
+    on its PYTHONPATH."""
     run_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(
-        [sys.executable, *python_prefix, str(REPO / script), *flags],
-        cwd=cwd,
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    paths = (env or {}).get("PYTHONPATH", "").split(os.pathsep)
+    if python_prefix or any(path and (Path(path) / "sitecustomize.py").exists() for path in paths):
+        command = [sys.executable, *python_prefix, str(REPO / script), *flags]
+        return subprocess.run(command, cwd=cwd, env=run_env, capture_output=True, text=True, timeout=timeout)
+    return _script_server().run(str(REPO / script), list(flags), cwd, run_env, timeout)
+
+
+class _ScriptServer:
+    def __init__(self):
+        server = [sys.executable, str(Path(__file__).parent / "script_server.py")]
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        self.process = subprocess.Popen(server, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env=env)
+        self.replies = b""
+
+    def read_line(self, timeout):
+        while b"\n" not in self.replies:
+            if not select.select([self.process.stdout], [], [], timeout)[0]:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 4096)
+            assert chunk, "the script server has stopped"
+            self.replies += chunk
+        line, self.replies = self.replies.split(b"\n", 1)
+        return int(line)
+
+    def run(self, script, flags, cwd, env, timeout):
+        out = Path(tempfile.mkdtemp())
+        request = dict(script=script, flags=flags, cwd=str(cwd), env=env, stdout=str(out / "1"), stderr=str(out / "2"))
+        self.process.stdin.write(json.dumps(request).encode() + b"\n")
+        pid, returncode = self.read_line(60), self.read_line(timeout)
+        if returncode is None:
+            os.kill(pid, signal.SIGKILL)
+            self.read_line(60)
+            raise subprocess.TimeoutExpired([script, *flags], timeout)
+        stdout, stderr = ((out / name).read_text() for name in ("1", "2"))
+        shutil.rmtree(out)
+        return subprocess.CompletedProcess([script, *flags], returncode, stdout, stderr)
+
+
+@functools.cache
+def _script_server():
+    return _ScriptServer()
 
 
 def without_module(tmp_path, name):
