@@ -170,7 +170,7 @@ def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, asy
     terminal's Ctrl-C does, or a cluster's SIGTERM when it preempts a job: the workers must leave
     it to the trainer (killed, they would fail the iteration, or its closing)."""
     script = f"{module.__name__}.py"
-    env_id = SETUPS[module.__name__][0]
+    env_id, total = SETUPS[module.__name__][0], 64 * 30  # 30 iterations: the signal comes in the first few
     flags = [
         "--env-id",
         env_id,
@@ -183,7 +183,7 @@ def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, asy
         "--update-epochs",
         "2",
         "--total-timesteps",
-        str(64 * 150),
+        str(total),
         "--checkpoint-every",
         "1",
         "--no-cuda",
@@ -210,16 +210,16 @@ def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, asy
     hinted_script = stdout.split("resume with: python ")[1].split(" --resume")[0]
     assert (tmp_path / hinted_script).resolve() == REPO / script  # the command runs from here as printed
     checkpoint = module.load_checkpoint(str(path))
-    assert 0 < checkpoint["global_step"] < 64 * 150  # stopped early, at an iteration boundary
+    assert 0 < checkpoint["global_step"] < total  # stopped early, at an iteration boundary
     # TensorBoard was flushed up to the checkpoint
     assert read_scalars(run_dir)["charts/learning_rate"][-1][0] == checkpoint["global_step"]
 
     result = run_script(script, "--resume", str(path.relative_to(tmp_path)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"resuming {run_dir.name} at step {checkpoint['global_step']:,}" in result.stdout
-    assert module.load_checkpoint(str(path))["global_step"] == 64 * 150
+    assert module.load_checkpoint(str(path))["global_step"] == total
     steps = [step for step, _ in read_scalars(run_dir)["charts/learning_rate"]]
-    assert steps == list(range(64, 64 * 150 + 1, 64))  # one run, each iteration once
+    assert steps == list(range(64, total + 1, 64))  # one run, each iteration once
 
 
 def test_failed_write_leaves_previous_checkpoint_loadable_and_no_partial_file(module, trained, monkeypatch):
