@@ -670,6 +670,7 @@ class Run:
 
     def __init__(self, args: Args):
         self.args, self.checkpoint = run_args(args)  # with --resume, the run's own flags and its checkpoint
+        self.source = self.checkpoint or (load_checkpoint(self.args.init_from) if self.args.init_from else None)
         args, self.ddp, self.rank = self.args, "RANK" in os.environ, int(os.environ.get("RANK", 0))
         torch.set_num_threads(args.torch_threads)
         use_cuda, self.world_size = args.cuda and torch.cuda.is_available(), int(os.environ.get("WORLD_SIZE", 1))
@@ -693,8 +694,7 @@ class Run:
 
     def start(self, envs, agent, optimizer) -> tuple[int, int, float | None]:
         """Load a checkpoint (--init-from, --resume), open the folder and logs; returns the step, iteration and best."""
-        args, resumed, path = self.args, self.checkpoint, self.args.resume or self.args.init_from
-        source = resumed or (load_checkpoint(path) if path else None)
+        args, resumed, source, path = self.args, self.checkpoint, self.source, self.args.resume or self.args.init_from
         if source is not None:
             agent.load_state_dict(load_agent(source, path, envs, args).state_dict())
             set_normalization(envs, source["normalization"])

@@ -300,7 +300,8 @@ def one_line_error(result, *messages):
 def test_checkpoint_errors_are_one_line(module, trained, tmp_path, flag):
     script = f"{module.__name__}.py"
     _, path = trained
-    one_line_error(run_script(script, flag, "missing.pt", cwd=tmp_path), "does not exist")
+    # checked first, before the envs: NoSuchEnv-v0 would be an error of its own
+    one_line_error(run_script(script, flag, "missing.pt", "--env-id", "NoSuchEnv-v0", cwd=tmp_path), "does not exist")
     one_line_error(
         run_script(script, flag, str(path.parent), cwd=tmp_path), "is a directory; pass a checkpoint file in it"
     )
