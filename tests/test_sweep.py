@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 sys.path.insert(0, str(REPO / "tools"))
 sweep = importlib.import_module("sweep")  # tools/ is not a package: imported from its folder
 
+pytestmark = pytest.mark.xdist_group("sweep")  # one worker runs them all, and the module's sweep once
 SCRIPT = REPO / "ppo_discrete.py"
 TINY = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--total-timesteps", "2000"]
 SPACE = ["learning-rate=log:1e-4:1e-2", "update-epochs=1:3", "ent-coef=0:0.02", "norm-adv=true,false"]
