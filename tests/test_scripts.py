@@ -2,6 +2,7 @@
 
 import importlib
 import math
+import os
 import re
 import subprocess
 import sys
@@ -262,3 +263,17 @@ def test_tensorboard_hint_points_at_the_runs_folder_from_here(tiny_discrete, tmp
     resumed = run_script("ppo_discrete.py", "--resume", str(run_dir / "checkpoint.pt"), cwd=tmp_path / "elsewhere")
     assert resumed.returncode == 0, resumed.stderr
     assert "(`tensorboard --logdir ../here/runs`)" in resumed.stdout
+
+
+def test_the_test_script_server_stops_a_script_as_a_fresh_interpreter_does(tmp_path):
+    """run_script forks tests/script_server.py (torch and gymnasium imported once) instead of starting python: the
+    exit code and the output must be what `python SCRIPT FLAGS` gives."""
+    for flags in (["--num-envs", "0"], ["--env-id", "CartPol-v1"], ["--no-such-flag"]):
+        served = run_script("ppo_discrete.py", *flags, cwd=tmp_path, timeout=120)
+        command, env = (
+            [sys.executable, str(REPO / "ppo_discrete.py"), *flags],
+            {**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        fresh = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert served.returncode != 0
+        assert (served.returncode, served.stdout, served.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
