@@ -51,12 +51,12 @@ class _ScriptServer:
         request = dict(script=script, flags=flags, cwd=str(cwd), env=env, stdout=str(out / "1"), stderr=str(out / "2"))
         self.process.stdin.write(json.dumps(request).encode() + b"\n")
         pid, returncode = self.read_line(60), self.read_line(timeout)
+        stdout, stderr = ((out / name).read_text() for name in ("1", "2"))  # as far as they got
+        shutil.rmtree(out)
         if returncode is None:
             os.kill(pid, signal.SIGKILL)
             self.read_line(60)
-            raise subprocess.TimeoutExpired([script, *flags], timeout)
-        stdout, stderr = ((out / name).read_text() for name in ("1", "2"))
-        shutil.rmtree(out)
+            raise subprocess.TimeoutExpired([script, *flags], timeout, stdout, stderr)
         return subprocess.CompletedProcess([script, *flags], returncode, stdout, stderr)
 
 

@@ -17,12 +17,10 @@ import torch.distributed  # noqa: F401
 import tyro  # noqa: F401
 from torch.utils.tensorboard import SummaryWriter  # noqa: F401
 
-reply = os.fdopen(os.dup(1), "w")
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:  # the child: become `python SCRIPT FLAGS...` run in cwd with env
-        reply.close()
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -35,6 +33,6 @@ for line in sys.stdin:
         sys.argv = [request["script"], *request["flags"]]
         runpy.run_path(request["script"], run_name="__main__")
         sys.exit(0)
-    print(pid, file=reply, flush=True)
+    print(pid, flush=True)  # stdout is the pipe to run_script; the child wrote nothing to it (its fd 1 is a file)
     _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status), file=reply, flush=True)
+    print(os.waitstatus_to_exitcode(status), flush=True)
