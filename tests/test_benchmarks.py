@@ -168,3 +168,22 @@ def test_results_table_says_which_seeds_an_eval_figure_is_of(tmp_path, monkeypat
     results.write({"machine": "m", "results": [row | {"published": "p", "runs": runs}]})
     table_row = (tmp_path / "results.md").read_text().splitlines()[-1]
     assert table_row == "| Humanoid-v4 | large-net | 10M | 1, 3 | **7500.0 ± 500.0** | 8800.0 (seed 3) | p | 1.5 min |"
+
+
+@pytest.mark.parametrize(
+    "env_id, flags, steps", [("HalfCheetah-v4", {}, 1100), ("Hopper-v4", {"norm_reward": False}, 300)]
+)
+def test_the_one_pass_wrapper_gives_the_numbers_of_gymnasiums_wrappers(env_id, flags, steps):
+    """benchmarks/one_pass_wrapper.py times one wrapper of our own against make_envs' gymnasium wrappers,
+    which the docs' choice rests on: it must do what they do. Step by step, the same observations,
+    rewards, flags and episode statistics, then the same running statistics, over episode ends:
+    HalfCheetah's time limit at step 1,000, and Hopper's falls (terminations) within a few dozen random
+    steps. Hopper without reward normalization: only observation statistics, on both sides."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    one_pass_wrapper = importlib.import_module("one_pass_wrapper")
+    module = one_pass_wrapper.ppo_continuous
+    args = module.validate_args(module.Args(env_id=env_id, num_envs=2, cuda=False, **flags))
+    assert one_pass_wrapper.same_numbers(args, steps) >= (2 if env_id == "HalfCheetah-v4" else 5)
+    assert module.get_normalization(one_pass_wrapper.one_pass_make_envs(args)).keys() == (
+        {"obs_rms"} if flags else {"obs_rms", "return_rms"}
+    )
