@@ -135,9 +135,13 @@ def microseconds_per_step(envs, repeats: int = 5, steps: int = 2000) -> float:
 
 
 def training_seconds(args: ppo_continuous.Args, make_envs) -> tuple[float, list]:
-    ppo_continuous.make_envs = make_envs
-    start = time.perf_counter()
-    summary = ppo_continuous.train(args)
+    """Wall time and episode returns of train() with `make_envs` building its envs."""
+    original, ppo_continuous.make_envs = ppo_continuous.make_envs, make_envs
+    try:
+        start = time.perf_counter()
+        summary = ppo_continuous.train(args)
+    finally:
+        ppo_continuous.make_envs = original
     return time.perf_counter() - start, summary["episodic_returns"]
 
 
@@ -153,11 +157,8 @@ def main():
     one_pass_us = microseconds_per_step(one_pass_make_envs(args))
     print(f"2. us per vector step: gymnasium's wrappers {gymnasium_us:.1f}, one pass {one_pass_us:.1f}")
     args = replace(args, total_timesteps=options.iterations * args.batch_size)
-    stacks, seconds, returns = (
-        {"gymnasium's wrappers": ppo_continuous.make_envs, "one pass": one_pass_make_envs},
-        {},
-        {},
-    )
+    stacks = {"gymnasium's wrappers": ppo_continuous.make_envs, "one pass": one_pass_make_envs}
+    seconds, returns = {}, {}
     for _ in range(3):
         for name, make_envs in stacks.items():
             wall, returns[name] = training_seconds(ppo_continuous.validate_args(args), make_envs)
