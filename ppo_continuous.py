@@ -5,6 +5,7 @@ import ast
 import contextlib
 import importlib.util
 import inspect
+import math
 import os
 import random
 import signal
@@ -20,7 +21,6 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import tyro
-from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):  # no screen: render off-screen, unless the
@@ -125,7 +125,8 @@ def make_envs(args: Args, video_folder=None, evaluation=False):
         if not np.isfinite([envs.single_action_space.low, envs.single_action_space.high]).all():
             fail(f"--rescale-actions needs finite action bounds, but {args.env_id} has {envs.single_action_space}")
         envs = gym.wrappers.vector.RescaleAction(envs, -1.0, 1.0)
-    envs = gym.wrappers.vector.ClipAction(envs)  # continuous detail 5: the env gets the clipped action
+    # continuous detail 5: the env gets the clipped action, in one call (gymnasium's ClipAction clips env by env)
+    envs = gym.wrappers.vector.TransformAction(envs, lambda a, box=envs.action_space: np.clip(a, box.low, box.high))
     if args.norm_obs:
         envs = gym.wrappers.vector.NormalizeObservation(envs)  # continuous detail 6
         clip_obs = lambda obs: np.clip(obs, -args.clip_obs, args.clip_obs)  # noqa: E731
@@ -163,11 +164,11 @@ class Agent(nn.Module):
         """The one policy: the rollout samples it, the loss scores its actions, evaluation acts (deterministic: mean)"""
         action_mean = self.actor_mean(x)
         action_std = self.actor_logstd.expand_as(action_mean).exp()
-        probs = Normal(action_mean, action_std, validate_args=False)  # continuous detail 1; validation costs ~20%
-        if action is None:
-            action = action_mean if deterministic else probs.sample()
-        # continuous detail 3: independent action dimensions, log-probs summed
-        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+        if action is None:  # continuous detail 1: a Gaussian, written out as torch's Normal computes it, 25% faster
+            action = action_mean if deterministic else torch.normal(action_mean, action_std)
+        log_std = action_std.log()  # continuous detail 3: independent action dimensions, log-probs summed
+        logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - log_std - math.log(math.sqrt(2 * math.pi))
+        return action, logprob.sum(1), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(1), self.critic(x)
 
 
 def compute_gae(rewards, values, next_value, terminations, truncations, valid, gamma, gae_lambda, bootstrap_truncated):
@@ -319,8 +320,7 @@ def train(args: Args) -> dict:
                 with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
                     action, logprob, _, value = policy(next_obs)
                     values[step] = value.flatten()
-                actions[step] = action  # continuous detail 5: store the unclipped sample
-                logprobs[step] = logprob
+                actions[step], logprobs[step] = action, logprob  # continuous detail 5: store the unclipped sample
 
                 next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(action.cpu().numpy())
                 next_done = np.maximum(terminations[step], truncations[step])

@@ -32,8 +32,8 @@ import ppo_continuous  # noqa: E402
 
 
 class OnePass(gym.vector.VectorWrapper):
-    """gymnasium's vector RecordEpisodeStatistics, ClipAction, NormalizeObservation and NormalizeReward (NEXT_STEP
-    autoreset), each normalization followed by a clip, in one wrapper with gymnasium's arithmetic and dtypes."""
+    """gymnasium's vector RecordEpisodeStatistics, the action clip, NormalizeObservation and NormalizeReward
+    (NEXT_STEP autoreset), each normalization followed by a clip, in one wrapper with gymnasium's arithmetic."""
 
     def __init__(self, envs, args: ppo_continuous.Args):
         super().__init__(envs)

@@ -51,7 +51,7 @@ def env_layers():
     layers = [
         ("SyncVectorEnv", lambda e: e),
         ("+ RecordEpisodeStatistics", gym.wrappers.vector.RecordEpisodeStatistics),
-        ("+ ClipAction", gym.wrappers.vector.ClipAction),
+        ("+ clip actions", lambda e: gym.wrappers.vector.TransformAction(e, lambda a: np.clip(a, -1, 1))),
         ("+ NormalizeObservation", gym.wrappers.vector.NormalizeObservation),
         ("+ clip observations", lambda e: gym.wrappers.vector.TransformObservation(e, clip, e.observation_space)),
         ("+ NormalizeReward", lambda e: gym.wrappers.vector.NormalizeReward(e, gamma=0.99)),

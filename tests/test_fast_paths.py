@@ -235,3 +235,48 @@ def test_an_extra_loss_term_reaches_the_gradient_and_the_logs(module_name, compi
     # the biases start at 0; each Adam step moves them by about the learning rate, against the extra gradient
     final_bias = agents[0].critic[0].bias.detach()
     assert (final_bias < -50 * module.Args().learning_rate).all()
+
+
+def reference_policy(agent, x, action=None):
+    """The same agent's networks through torch.distributions, as CleanRL writes the policy."""
+    if hasattr(agent, "actor_mean"):
+        action_mean = agent.actor_mean(x)
+        probs = Normal(action_mean, agent.actor_logstd.expand_as(action_mean).exp())
+        action = probs.sample() if action is None else action
+        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1)
+    dimensions = [Categorical(logits=part) for part in torch.split(agent.actor(x), agent.nvec, dim=-1)]
+    action = torch.stack([d.sample() for d in dimensions], -1) if action is None else action
+    logprob = sum(d.log_prob(a) for d, a in zip(dimensions, action.unbind(-1)))
+    return action, logprob, sum(d.entropy() for d in dimensions)
+
+
+@pytest.mark.parametrize("module_name,actions", [("ppo_continuous", 3), ("ppo_discrete", [2]),
+                                                 ("ppo_discrete", [3, 4, 2])], ids=["normal", "categorical",
+                                                                                    "multidiscrete"])  # fmt: skip
+def test_the_written_out_policy_is_torch_distributions_to_the_last_bit(module_name, actions):
+    """get_action_and_value writes the Gaussian and the categoricals out (no Distribution objects, faster), in
+    torch's own order of operations: the same draws from the same seed, the same log-probs and entropies, and the
+    same gradients, bit for bit, so a fixed-seed run gives the numbers that torch.distributions gives."""
+    module = importlib.import_module(module_name)
+    torch.manual_seed(0)
+    agent = module.Agent(5, actions)
+    with torch.no_grad():  # away from the initial near-uniform policy: logits and stds of several sizes
+        for parameter in agent.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    obs = torch.randn(64, 5)
+    with torch.inference_mode():  # the rollout's call: a sample, its log-prob, the entropy
+        torch.manual_seed(1)
+        ours = agent.get_action_and_value(obs)[:3]
+        torch.manual_seed(1)
+        reference = reference_policy(agent, obs)
+    for name, got, expected in zip(("action", "logprob", "entropy"), ours, reference):
+        assert torch.equal(got, expected), name
+    gradients = []  # the update's call: the stored actions scored, then differentiated
+    for policy in (lambda action: agent.get_action_and_value(obs, action)[1:3], lambda action: reference_policy(
+            agent, obs, action)[1:]):  # fmt: skip
+        agent.zero_grad()
+        logprob, entropy = policy(ours[0].clone())  # stored, as the rollout stores it
+        (logprob.sum() + 0.01 * entropy.sum()).backward()
+        gradients.append([parameter.grad.clone() for parameter in agent.parameters() if parameter.grad is not None])
+    assert len(gradients[0]) == len(gradients[1]) > 0
+    assert all(torch.equal(got, expected) for got, expected in zip(*gradients))
