@@ -1,4 +1,4 @@
-"""Would one vector wrapper of our own pay for its lines? gymnasium's five wrappers against one pass.
+"""Would one vector wrapper of our own pay for its lines? gymnasium's wrappers against one pass.
 
     python benchmarks/one_pass_wrapper.py              # HalfCheetah-v4
     python benchmarks/one_pass_wrapper.py --env-id Hopper-v4 --iterations 4
@@ -16,8 +16,10 @@ same numbers. The scripts keep gymnasium's stack; this file measures what they l
 """
 
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -136,12 +138,15 @@ def microseconds_per_step(envs, repeats: int = 5, steps: int = 2000) -> float:
 
 def training_seconds(args: ppo_continuous.Args, make_envs) -> tuple[float, list]:
     """Wall time and episode returns of train() with `make_envs` building its envs."""
-    original, ppo_continuous.make_envs = ppo_continuous.make_envs, make_envs
+    original, ppo_continuous.make_envs, here = ppo_continuous.make_envs, make_envs, os.getcwd()
     try:
-        start = time.perf_counter()
-        summary = ppo_continuous.train(args)
+        with tempfile.TemporaryDirectory() as workdir:  # the run's logs and checkpoint go there
+            os.chdir(workdir)
+            start = time.perf_counter()
+            summary = ppo_continuous.train(args)
     finally:
         ppo_continuous.make_envs = original
+        os.chdir(here)
     return time.perf_counter() - start, summary["episodic_returns"]
 
 
