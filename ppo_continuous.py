@@ -165,7 +165,7 @@ class Agent(nn.Module):
         action_mean = self.actor_mean(x)
         action_std = self.actor_logstd.expand_as(action_mean).exp()
         if action is None:  # continuous detail 1: a Gaussian, written out as torch's Normal computes it, ~20% cheaper
-            action = action_mean if deterministic else torch.normal(action_mean, action_std)
+            action = action_mean if deterministic else torch.normal(action_mean, action_std).detach()  # as sample()
         log_std = action_std.log()  # continuous detail 3: independent action dimensions, log-probs summed
         logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - log_std - math.log(math.sqrt(2 * math.pi))
         return action, logprob.sum(1), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(1), self.critic(x)

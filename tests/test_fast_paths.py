@@ -250,9 +250,11 @@ def reference_policy(agent, x, action=None):
     return action, logprob, sum(d.entropy() for d in dimensions)
 
 
-@pytest.mark.parametrize("module_name,actions", [("ppo_continuous", 3), ("ppo_discrete", [2]),
-                                                 ("ppo_discrete", [3, 4, 2])], ids=["normal", "categorical",
-                                                                                    "multidiscrete"])  # fmt: skip
+POLICIES = {"normal": ("ppo_continuous", 3), "categorical": ("ppo_discrete", [2]),
+            "multidiscrete": ("ppo_discrete", [3, 4, 2])}  # fmt: skip
+
+
+@pytest.mark.parametrize("module_name,actions", list(POLICIES.values()), ids=list(POLICIES))
 def test_the_written_out_policy_is_torch_distributions_to_the_last_bit(module_name, actions):
     """get_action_and_value writes the Gaussian and the categoricals out (no Distribution objects, faster), in
     torch's own order of operations: the same draws from the same seed, the same log-probs and entropies, and the
@@ -271,12 +273,14 @@ def test_the_written_out_policy_is_torch_distributions_to_the_last_bit(module_na
         reference = reference_policy(agent, obs)
     for name, got, expected in zip(("action", "logprob", "entropy"), ours, reference):
         assert torch.equal(got, expected), name
-    gradients = []  # the update's call: the stored actions scored, then differentiated
-    for policy in (lambda action: agent.get_action_and_value(obs, action)[1:3], lambda action: reference_policy(
-            agent, obs, action)[1:]):  # fmt: skip
+    assert not agent.get_action_and_value(obs)[0].requires_grad  # no gradient through a draw, as from sample()
+
+    def gradients(policy):  # the update's call: the stored actions scored, then differentiated
         agent.zero_grad()
-        logprob, entropy = policy(ours[0].clone())  # stored, as the rollout stores it
+        logprob, entropy = policy(ours[0].clone())  # (a copy, as the rollout stores it)
         (logprob.sum() + 0.01 * entropy.sum()).backward()
-        gradients.append([parameter.grad.clone() for parameter in agent.parameters() if parameter.grad is not None])
-    assert len(gradients[0]) == len(gradients[1]) > 0
-    assert all(torch.equal(got, expected) for got, expected in zip(*gradients))
+        return [parameter.grad.clone() for parameter in agent.parameters() if parameter.grad is not None]
+
+    got = gradients(lambda action: agent.get_action_and_value(obs, action)[1:3])
+    expected = gradients(lambda action: reference_policy(agent, obs, action)[1:])
+    assert len(got) > 0 and all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
