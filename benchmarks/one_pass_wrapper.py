@@ -5,7 +5,7 @@
 
 `ppo_continuous.make_envs` stacks gymnasium's vector wrappers: episode statistics, action clipping,
 observation normalization, observation clipping, reward normalization, reward clipping. `OnePass`
-below does the same five things in one wrapper, with gymnasium's arithmetic, so a run gives the
+below does the same six things in one wrapper, with gymnasium's arithmetic, so a run gives the
 same numbers. The scripts keep gymnasium's stack; this file measures what they leave on the table:
 
 1. The same numbers: both stacks step the same random actions (episode ends included) and must give
