@@ -139,6 +139,29 @@ def test_cleanrl_speed_reports_median_wall_times_and_cleanrls_over_ours():
     assert row == "| HalfCheetah-v4 | 290 s, 1,000 steps/s | 200 s (1.45x), 1,500 steps/s |"
 
 
+def test_cleanrl_speed_builds_each_env_stack_with_its_own_scripts_defaults(tmp_path):
+    """--env-stacks times each script's env stack as the script builds it: CleanRL's make_env(env_id, idx,
+    capture_video, run_name, gamma) once per default env (4 on CartPole, with gamma 0.99 and no video), and our
+    make_envs with our defaults. A stand-in ppo.py records the calls it gets; ours is the real one."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    cleanrl_speed = importlib.import_module("cleanrl_speed")
+    calls = tmp_path / "calls.txt"
+    (tmp_path / "ppo.py").write_text(
+        "import gymnasium as gym\n"
+        "def make_env(*call):\n"
+        f"    open({str(calls)!r}, 'a').write(repr(call) + '\\n')\n"
+        "    return lambda: gym.wrappers.RecordEpisodeStatistics(gym.make(call[0]))\n"
+    )
+    names = {"env_id": "CartPole-v1", "n": cleanrl_speed.NUM_ENVS["CartPole-v1"]}
+    make = cleanrl_speed.MAKE_CLEANRL.format(module="ppo", **names)
+    assert cleanrl_speed.env_stack_microseconds(sys.executable, tmp_path, make) > 0
+    assert calls.read_text().splitlines() == [repr(("CartPole-v1", i, False, "", 0.99)) for i in range(4)]
+    ours = cleanrl_speed.MAKE_OURS.format(module="ppo_discrete", **names) + "\nassert envs.num_envs == 4"
+    assert cleanrl_speed.env_stack_microseconds(sys.executable, REPO, ours) > 0
+    with pytest.raises(SystemExit, match="the env stack of"):
+        cleanrl_speed.env_stack_microseconds(sys.executable, REPO, ours.replace("4", "5"))
+
+
 def test_results_keeps_a_row_whose_runs_are_not_on_this_machine(tmp_path, monkeypatch):
     """`results.py --collect` on a machine that holds the runs of one row only: every other row keeps its
     figures from the last results.json instead of vanishing from the table, and a row that never had runs
