@@ -96,13 +96,13 @@ def env_stacks(configs, options):
             names = {"env_id": env_id, "n": NUM_ENVS[env_id]}
             cleanrl = MAKE_CLEANRL.format(module=cleanrl_script[: -len(".py")], **names)
             ours = MAKE_OURS.format(module=our_script[: -len(".py")], **names)
-            for column, (python, folder, make) in {
+            stacks = {
                 "CleanRL": (options.cleanrl_python, options.cleanrl_dir, cleanrl),
                 "ours": (sys.executable, REPO, ours),
-            }.items():
-                figures.setdefault(env_id, {}).setdefault(column, []).append(
-                    microseconds := env_stack_microseconds(python, folder, make)
-                )
+            }
+            for column, (python, folder, make) in stacks.items():
+                microseconds = env_stack_microseconds(python, folder, make)
+                figures.setdefault(env_id, {}).setdefault(column, []).append(microseconds)
                 print(f"round {round_index} {env_id} {column}: {microseconds:.1f} us per vector step", flush=True)
     print(f"\nmedian of {options.rounds} round(s): us per vector step of the env with its wrappers, fixed action")
     print("| env (envs) | CleanRL's stack | ours |")
