@@ -10,7 +10,8 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
    and compiled (--compile).
 3. One rollout policy call (`Agent.get_action_and_value` under inference mode), for both scripts.
 4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
-   (foreach) and gradient clipping.
+   (foreach, as the scripts step it; and fused, the kernel they leave alone: it differs in the
+   last bits) and gradient clipping.
 5. The whole minibatch update (`update_minibatch`), eager as the plain path runs it, and compiled
    as --compile runs it.
 6. GAE over a 2048-step rollout: compute_gae (numpy), and the same loop in torch.
@@ -132,6 +133,7 @@ def update_pieces():
         agent = module.Agent(obs_dim, action_shape)
         mb = minibatch(module, obs_dim, action_shape, size)
         optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, foreach=True)
+        fused = torch.optim.Adam(module.Agent(obs_dim, action_shape).parameters(), lr=3e-4, eps=1e-5, fused=True)
 
         def forward():
             _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb["obs"], mb["actions"])
@@ -142,9 +144,12 @@ def update_pieces():
             forward().backward()
 
         forward_backward()
+        for parameter, twin in zip(agent.parameters(), fused.param_groups[0]["params"]):
+            twin.grad = parameter.grad.clone()
         clip = lambda: torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # noqa: E731
         cost = {"forward": microseconds(forward), "forward+backward": microseconds(forward_backward),
-                "Adam (foreach)": microseconds(optimizer.step), "clip": microseconds(clip)}  # fmt: skip
+                "Adam (foreach)": microseconds(optimizer.step), "Adam (fused)": microseconds(fused.step),
+                "clip": microseconds(clip)}  # fmt: skip
         print(f"   {name:30s} " + "   ".join(f"{key} {value:6.1f}" for key, value in cost.items()))
 
 
