@@ -10,7 +10,6 @@ import random
 import signal
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -118,13 +117,20 @@ def make_envs(args: Args, video_folder=None, evaluation=False):
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before any scaling
     if args.norm_obs:
         envs = gym.wrappers.vector.NormalizeObservation(envs)
+        envs.obs_rms = RunningMeanStd(shape=envs.single_observation_space.shape, dtype=np.float32)  # faster: below
         clip_obs = lambda obs: np.clip(obs, -args.clip_obs, args.clip_obs)  # noqa: E731
         envs = gym.wrappers.vector.TransformObservation(envs, clip_obs, envs.observation_space)
     if args.norm_reward:
         envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+        envs.return_rms = RunningMeanStd()  # faster: below
         clip_reward = lambda reward: np.clip(reward, -args.clip_reward, args.clip_reward)  # noqa: E731
         envs = gym.wrappers.vector.TransformReward(envs, clip_reward)
     return envs
+
+
+class RunningMeanStd(gym.wrappers.utils.RunningMeanStd):  # gymnasium's running mean and variance, updated by one row
+    def update(self, x):  # with that row's own moments: the same numbers, without np.mean's and np.var's overhead
+        self.update_from_moments(x[0], 0.0, 1) if len(x) == 1 else super().update(x)
 
 
 def mlp(in_dim: int, out_dim: int, out_std: float, hidden=(64, 64), activation=nn.Tanh):
@@ -270,9 +276,8 @@ def train(args: Args) -> dict:
     global_step, start_iteration, best_eval_return = run.start(envs, agent, optimizer)  # its checkpoint; its logs
     if run.ddp or run.checkpoint:  # each rank samples its own actions; a resumed run reseeds from its step
         torch.manual_seed(args.seed + run.rank + global_step)
-    if run.ddp:
-        for tensor in agent.state_dict().values():
-            dist.broadcast(tensor, src=0)  # identical starting weights on every rank, not just "same seed"
+    for tensor in agent.state_dict().values() if run.ddp else ():
+        dist.broadcast(tensor, src=0)  # identical starting weights on every rank, not just "same seed"
     writer = run.writer  # TensorBoard, on rank 0 (None elsewhere)
 
     # rollout storage: what the policy returns stays on its device, what the envs return in numpy (for GAE)
@@ -292,7 +297,7 @@ def train(args: Args) -> dict:
     def save(path):  # everything the run needs to continue from here
         save_checkpoint(path, agent, optimizer, envs, args, run.name, global_step, iteration, best_eval_return)
 
-    episodic_returns, recent_returns, last_eval = [], deque(maxlen=20), None
+    episodic_returns, last_eval = [], None
     start_time, start_step, iteration = time.time(), global_step, start_iteration - 1
     # a resumed run cannot restore the simulators' states: it starts new episodes, with new seeds
     next_obs, _ = envs.reset(seed=args.seed + global_step + run.rank * args.num_envs)  # each rank its own seeds
@@ -309,9 +314,7 @@ def train(args: Args) -> dict:
             for step in range(0, args.num_steps):
                 global_step += args.num_envs * world_size
                 obs[step] = next_obs
-                # NEXT_STEP autoreset: the step after an episode's end only resets that env (its action is ignored,
-                # its reward is 0), so it is no experience and stays out of the loss
-                valid[step] = 1.0 - next_done
+                valid[step] = 1.0 - next_done  # NEXT_STEP autoreset: a step that only resets its env is no experience
                 if args.cudagraphs:  # a new step for CUDA graph trees: the last replay's outputs are used up
                     torch.compiler.cudagraph_mark_step_begin()
                 with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
@@ -333,7 +336,6 @@ def train(args: Args) -> dict:
                 sync_normalization(envs)
             for episode_step, episodic_return, episodic_length in new_episodes:
                 episodic_returns.append(episodic_return)
-                recent_returns.append(episodic_return)
                 if writer is not None:
                     writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
                     writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
@@ -391,7 +393,7 @@ def train(args: Args) -> dict:
                     save(f"{run.dir}/best.pt")
             if master_process and args.checkpoint_every > 0 and iteration % args.checkpoint_every == 0:
                 save(f"{run.dir}/checkpoint.pt")
-            run.progress(global_step, sps, np.mean(recent_returns) if recent_returns else None, last_eval)
+            run.progress(global_step, sps, np.mean(episodic_returns[-20:]) if episodic_returns else None, last_eval)
             if run.stop_agreed():
                 break
 
@@ -418,8 +420,7 @@ CHECKPOINT_KEYS = ("script", "run_name", "args", "observation_shape", "action_sh
 OWN_FLAGS = ("cuda", "torch_threads", "async_envs", "capture_video", "track", "resume", "init_from", "eval_checkpoint")
 
 
-def fail(message: str):
-    """Stop with a one-line error for the user instead of a traceback."""
+def fail(message: str):  # a one-line error for the user instead of a traceback
     raise SystemExit(f"error: {message}")
 
 
@@ -660,8 +661,7 @@ def mean_over_ranks(tensor, world_size: int):
     return tensor
 
 
-def sync_normalization(envs):
-    """Every rank normalizes with rank 0's running statistics: they are sent to the others after each rollout."""
+def sync_normalization(envs):  # every rank normalizes with rank 0's running statistics, sent after each rollout
     dist.broadcast_object_list(state := [get_normalization(envs)], src=0)
     set_normalization(envs, state[0])
 
@@ -745,8 +745,7 @@ class Run:
         self.stop_requested += ["another rank"] if stop.item() and not self.stop_requested else []
         return stop.item() > 0
 
-    def progress(self, global_step: int, sps: float, recent_return, eval_return=None):
-        """A line every 10 seconds, and at the end."""
+    def progress(self, global_step: int, sps: float, recent_return, eval_return=None):  # every 10 s, and at the end
         total = self.args.num_iterations * self.args.batch_size
         if self.rank == 0 and (time.time() - self.last_print > 10 or global_step >= total):
             self.last_print, left = time.time(), int((total - global_step) / max(sps, 1e-8))

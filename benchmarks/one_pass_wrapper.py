@@ -1,18 +1,20 @@
-"""Would one vector wrapper of our own pay for its lines? gymnasium's wrappers against one pass.
+"""Would one vector wrapper of our own pay for its lines? gymnasium's wrappers, as the scripts use them, or one pass.
 
     python benchmarks/one_pass_wrapper.py              # HalfCheetah-v4
     python benchmarks/one_pass_wrapper.py --env-id Hopper-v4 --iterations 4
 
-`ppo_continuous.make_envs` stacks gymnasium's vector wrappers: episode statistics, action clipping,
-observation normalization, observation clipping, reward normalization, reward clipping. `OnePass`
-below does the same six things in one wrapper, with gymnasium's arithmetic, so a run gives the
-same numbers. The scripts keep gymnasium's stack; this file measures what they leave on the table:
+`make_envs` in each script stacks CleanRL's gymnasium vector wrappers (episode statistics, action clipping,
+observation normalization, observation clipping, reward normalization, reward clipping), with one change: its
+normalizers' running statistics are the script's `RunningMeanStd`, which updates from a single row without
+np.mean and np.var (the same numbers). Three stacks: gymnasium's own (`gymnasium_make_envs`, the reference the
+tests compare the scripts with), the script's, and `OnePass` below, one wrapper that does the same six things in
+one pass with gymnasium's arithmetic. This file:
 
-1. The same numbers: both stacks step the same random actions (episode ends included) and must give
-   identical observations, rewards, flags, episode statistics and running statistics.
-2. Microseconds per vector step under random actions, each stack (median of 5).
-3. Whole training: `ppo_continuous.train` at its defaults for a few iterations with each stack,
-   alternating, three rounds; the fastest of each, and whether both runs gave the same returns.
+1. Checks the same numbers: the three step the same random actions (episode ends included) and give identical
+   observations, rewards, flags, episode statistics and running statistics.
+2. Times a vector step under random actions, each stack (microseconds, median of 5).
+3. Times whole training: `ppo_continuous.train` at its defaults for a few iterations with each stack,
+   alternating, three rounds; the fastest of each, and whether all runs gave the same returns.
 """
 
 import argparse
@@ -33,92 +35,123 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ppo_continuous  # noqa: E402
 
 
-class OnePass(gym.vector.VectorWrapper):
-    """gymnasium's vector RecordEpisodeStatistics, the action clip, NormalizeObservation and NormalizeReward
-    (NEXT_STEP autoreset), each normalization followed by a clip, in one wrapper with gymnasium's arithmetic."""
+def gymnasium_make_envs(module, args, video_folder=None, evaluation=False):
+    """`module.make_envs` with gymnasium's wrappers as they are (training envs only: no video, no evaluation)."""
+    assert video_folder is None and not evaluation and not args.async_envs and not getattr(args, "rescale_actions", 0)
+    thunks = [module.make_env(args, i, {}) for i in range(args.num_envs)]
+    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if isinstance(envs.single_action_space, gym.spaces.Box):
+        envs = gym.wrappers.vector.ClipAction(envs)
+    if args.norm_obs:
+        envs = gym.wrappers.vector.NormalizeObservation(envs)
+        clip_obs = lambda obs: np.clip(obs, -args.clip_obs, args.clip_obs)  # noqa: E731
+        envs = gym.wrappers.vector.TransformObservation(envs, clip_obs, envs.observation_space)
+    if args.norm_reward:
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+        clip_reward = lambda reward: np.clip(reward, -args.clip_reward, args.clip_reward)  # noqa: E731
+        envs = gym.wrappers.vector.TransformReward(envs, clip_reward)
+    return envs
 
-    def __init__(self, envs, args: ppo_continuous.Args):
+
+class OnePass(gym.vector.VectorWrapper):
+    """gymnasium's vector RecordEpisodeStatistics, ClipAction (Box actions), NormalizeObservation and NormalizeReward,
+    each normalization clipped, in one wrapper with their arithmetic: the same numbers to the last bit."""
+
+    def __init__(self, envs, args):
         super().__init__(envs)
-        self.args, self.update_running_mean, n = args, True, envs.num_envs
-        if args.norm_obs:  # gymnasium's statistics start as float32 (its new observation space's dtype)
-            self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, envs.single_observation_space.shape)
+        self.args, self.update_running_mean, n, shape = args, True, envs.num_envs, envs.single_observation_space.shape
+        if args.norm_obs:  # float32 observations, as gymnasium's
+            self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape)
             self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, n)
-            self.obs_rms = RunningMeanStd(shape=self.single_observation_space.shape, dtype=np.float32)
-        if args.norm_reward:
-            self.return_rms = RunningMeanStd(shape=())
-        self.discounted, self.episode_returns = np.zeros(n, np.float32), np.zeros(n)
-        self.episode_lengths, self.prev_dones = np.zeros(n, int), np.zeros(n, bool)
+        self.obs_rms = RunningMeanStd(shape=shape, dtype=np.float32) if args.norm_obs else None
+        self.return_rms = RunningMeanStd(shape=()) if args.norm_reward else None
+        self.clip = isinstance(envs.single_action_space, gym.spaces.Box)
+        # raw episode returns and lengths, and the discounted return in float32: gymnasium's dtypes, its rounding
+        self.returns, self.lengths, self.discounted = np.zeros(n), np.zeros(n, int), np.zeros(n, np.float32)
+        self.prev_dones = np.zeros(n, bool)  # NEXT_STEP autoreset: an env done at the last step resets at this one
 
     def reset(self, **kwargs):
         obs, infos = self.env.reset(**kwargs)
-        self.discounted[:], self.episode_returns[:], self.episode_lengths[:], self.prev_dones[:] = 0, 0, 0, False
-        return self.observations(obs), infos
+        self.returns[:], self.lengths[:], self.discounted[:], self.prev_dones[:] = 0, 0, 0, False
+        return self.normalize(obs), infos
 
-    def observations(self, obs):
-        if not self.args.norm_obs:
-            return obs
+    def update(self, rms, x):  # RunningMeanStd.update, without np.mean and np.var for one row (their cost, not result)
         if self.update_running_mean:
-            self.obs_rms.update(obs)
-        obs = ((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8)).astype(np.float32)
-        return np.clip(obs, -self.args.clip_obs, self.args.clip_obs)
+            rms.update_from_moments(x[0], 0.0, 1) if len(x) == 1 else rms.update(x)
+
+    def normalize(self, obs):
+        if self.obs_rms is not None:
+            self.update(self.obs_rms, obs)
+            obs = ((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8)).astype(np.float32)
+            obs = np.clip(obs, -self.args.clip_obs, self.args.clip_obs)
+        return obs
 
     def step(self, actions):
-        actions = np.clip(actions, self.single_action_space.low, self.single_action_space.high)
+        if self.clip:
+            actions = np.clip(actions, self.action_space.low, self.action_space.high)
         obs, rewards, terminations, truncations, infos = self.env.step(actions)
-        active, dones = ~self.prev_dones, terminations | truncations  # NEXT_STEP: a done env resets at its next step
-        self.episode_returns[self.prev_dones], self.episode_lengths[self.prev_dones] = 0, 0
-        self.episode_returns[active] += rewards[active]
-        self.episode_lengths[active] += 1
+        reset, dones, args = self.prev_dones, terminations | truncations, self.args  # a reset step counts for nothing
+        self.returns, self.lengths = np.where(reset, 0, self.returns + rewards), np.where(reset, 0, self.lengths + 1)
         if dones.any():
-            infos["episode"] = {
-                "r": np.where(dones, self.episode_returns, 0.0),
-                "l": np.where(dones, self.episode_lengths, 0),
-            }
+            infos["episode"] = {"r": np.where(dones, self.returns, 0.0), "l": np.where(dones, self.lengths, 0)}
             infos["_episode"] = dones
         self.prev_dones = dones
-        if self.args.norm_reward:
-            self.discounted[active] = (
-                self.discounted[active] * self.args.gamma * (1 - terminations[active]) + rewards[active]
-            )
-            if self.update_running_mean and active.any():
-                self.return_rms.update(self.discounted[active])
-            rewards = rewards / np.sqrt(self.return_rms.var + 1e-8)
-            rewards = np.clip(rewards, -self.args.clip_reward, self.args.clip_reward)
-        return self.observations(obs), rewards, terminations, truncations, infos
+        if self.return_rms is not None:  # by the running std of the discounted return
+            discounted = self.discounted * args.gamma * (1 - terminations) + rewards
+            self.discounted[:] = np.where(reset, self.discounted, discounted)
+            if not reset.all():
+                self.update(self.return_rms, self.discounted[~reset])
+            rewards = np.clip(rewards / np.sqrt(self.return_rms.var + 1e-8), -args.clip_reward, args.clip_reward)
+        return self.normalize(obs), rewards, terminations, truncations, infos
 
 
-def one_pass_make_envs(args: ppo_continuous.Args, video_folder=None, evaluation=False):
-    """make_envs with OnePass in place of gymnasium's wrappers (training envs only: no video, no evaluation)."""
-    assert video_folder is None and not evaluation and not args.rescale_actions and not args.async_envs
-    thunks = [ppo_continuous.make_env(args, i, {}) for i in range(args.num_envs)]
+def one_pass_make_envs(module, args, video_folder=None, evaluation=False):
+    """`module.make_envs` with OnePass in place of the wrappers (training envs only)."""
+    assert video_folder is None and not evaluation and not args.async_envs and not getattr(args, "rescale_actions", 0)
+    thunks = [module.make_env(args, i, {}) for i in range(args.num_envs)]
     return OnePass(gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP), args)
 
 
-def same_numbers(args: ppo_continuous.Args, steps: int, seed: int = 0) -> int:
-    """Step both stacks with the same random actions (twice the action bounds: clipping matters); raise on the first
-    difference. Returns the number of episodes that ended."""
-    stacks = ppo_continuous.make_envs(args), one_pass_make_envs(args)
+def statistics_of(module, envs) -> dict:
+    """The running statistics of a stack, as the script saves them (OnePass holds them itself)."""
+    if isinstance(envs, OnePass):
+        stats = {key: rms for key in ("obs_rms", "return_rms") if (rms := getattr(envs, key)) is not None}
+        return {
+            k: dict(mean=torch.tensor(s.mean), var=torch.tensor(s.var), count=float(s.count)) for k, s in stats.items()
+        }
+    return module.get_normalization(envs)
+
+
+def same_numbers(module, args, steps: int, seed: int = 0) -> int:
+    """Step gymnasium's stack, the script's and OnePass with the same random actions (Box actions: up to twice the
+    bounds, so that clipping matters); raise on the first difference. Returns the number of episodes that ended."""
+    stacks = [gymnasium_make_envs(module, args), module.make_envs(args), one_pass_make_envs(module, args)]
     first = [envs.reset(seed=seed)[0] for envs in stacks]
-    np.testing.assert_array_equal(*first, strict=True)
-    rng, episodes = np.random.default_rng(seed), 0
-    shape = (args.num_envs, *stacks[0].single_action_space.shape)
-    for step in range(steps):
-        actions = (2 * rng.uniform(-1, 1, shape) * stacks[0].single_action_space.high).astype(np.float32)
-        (*theirs, their_infos), (*ours, our_infos) = (envs.step(actions) for envs in stacks)
-        for name, a, b in zip(("observations", "rewards", "terminations", "truncations"), theirs, ours):
-            np.testing.assert_array_equal(a, b, err_msg=f"{name} differ at step {step}", strict=True)
-        assert ("episode" in their_infos) == ("episode" in our_infos), f"episode statistics differ at step {step}"
-        if "episode" in our_infos:
-            episodes += int(our_infos["_episode"].sum())
-            for key in ("r", "l"):
-                np.testing.assert_array_equal(their_infos["episode"][key], our_infos["episode"][key], strict=True)
-            np.testing.assert_array_equal(their_infos["_episode"], our_infos["_episode"], strict=True)
-    theirs, ours = (ppo_continuous.get_normalization(envs) for envs in stacks)
-    assert theirs.keys() == ours.keys()
-    for key in theirs:
-        for field in ("mean", "var"):
-            torch.testing.assert_close(theirs[key][field], ours[key][field], rtol=0, atol=0)
-        assert theirs[key]["count"] == ours[key]["count"]
+    space, episodes = stacks[0].action_space, 0
+    space.seed(seed)
+    for step in range(-1, steps):
+        if step >= 0:
+            actions = space.sample()
+            actions = (2 * actions).astype(space.dtype) if isinstance(space, gym.spaces.Box) else actions
+            results = [envs.step(actions) for envs in stacks]
+        else:
+            results = [(obs, None, None, None, {}) for obs in first]
+        (*reference, reference_infos), others = results[0], results[1:]
+        for *outputs, infos in others:
+            for name, a, b in zip(("observations", "rewards", "terminations", "truncations"), reference, outputs):
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} differ at step {step}", strict=True)
+            assert ("episode" in reference_infos) == ("episode" in infos), f"episode statistics differ at step {step}"
+            for key in ("r", "l") if "episode" in infos else ():
+                np.testing.assert_array_equal(reference_infos["episode"][key], infos["episode"][key], strict=True)
+        episodes += int(reference_infos["_episode"].sum()) if "episode" in reference_infos else 0
+    reference, *others = (statistics_of(module, envs) for envs in stacks)
+    for other in others:
+        assert reference.keys() == other.keys()
+        for key in reference:
+            for field in ("mean", "var"):
+                torch.testing.assert_close(reference[key][field], other[key][field], rtol=0, atol=0)
+            assert reference[key]["count"] == other[key]["count"]
     for envs in stacks:
         envs.close()
     return episodes
@@ -126,6 +159,7 @@ def same_numbers(args: ppo_continuous.Args, steps: int, seed: int = 0) -> int:
 
 def microseconds_per_step(envs, repeats: int = 5, steps: int = 2000) -> float:
     envs.reset(seed=0)
+    envs.action_space.seed(0)
     actions, times = envs.action_space.sample(), []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -136,11 +170,12 @@ def microseconds_per_step(envs, repeats: int = 5, steps: int = 2000) -> float:
     return statistics.median(times)
 
 
-def training_seconds(args: ppo_continuous.Args, make_envs) -> tuple[float, list]:
-    """Wall time and episode returns of train() with `make_envs` building its envs."""
-    original, ppo_continuous.make_envs, here = ppo_continuous.make_envs, make_envs, os.getcwd()
+def training_seconds(args, make_envs) -> tuple[float, list]:
+    """Wall time and episode returns of ppo_continuous.train() with `make_envs` building its envs."""
+    original, here = ppo_continuous.make_envs, os.getcwd()
+    ppo_continuous.make_envs = lambda *a, **k: make_envs(ppo_continuous, *a, **k)
     try:
-        with tempfile.TemporaryDirectory() as workdir:  # the run's logs and checkpoint go there
+        with tempfile.TemporaryDirectory() as workdir:  # the run's logs go there
             os.chdir(workdir)
             start = time.perf_counter()
             summary = ppo_continuous.train(args)
@@ -156,23 +191,25 @@ def main():
     parser.add_argument("--iterations", type=int, default=6, help="training iterations of each timed run")
     options = parser.parse_args()
     torch.set_num_threads(1)
-    args = ppo_continuous.validate_args(ppo_continuous.Args(env_id=options.env_id, cuda=False, save_model=False))
-    print(f"1. the same numbers over 5,000 random-action steps ({same_numbers(args, 5000)} episodes): yes")
-    gymnasium_us = microseconds_per_step(ppo_continuous.make_envs(args))
-    one_pass_us = microseconds_per_step(one_pass_make_envs(args))
-    print(f"2. us per vector step: gymnasium's wrappers {gymnasium_us:.1f}, one pass {one_pass_us:.1f}")
+    module = ppo_continuous
+    args = module.validate_args(module.Args(env_id=options.env_id, cuda=False, save_model=False))
+    print(f"1. the same numbers over 5,000 random-action steps ({same_numbers(module, args, 5000)} episodes): yes")
+    stacks = {
+        "gymnasium's wrappers": gymnasium_make_envs,
+        "the script's": lambda module, *a, **k: module.make_envs(*a, **k),
+        "one pass": one_pass_make_envs,
+    }
+    timed = ", ".join(f"{name} {microseconds_per_step(make(module, args)):.1f}" for name, make in stacks.items())
+    print(f"2. us per vector step: {timed}")
     args = replace(args, total_timesteps=options.iterations * args.batch_size)
-    stacks = {"gymnasium's wrappers": ppo_continuous.make_envs, "one pass": one_pass_make_envs}
     seconds, returns = {}, {}
     for _ in range(3):
         for name, make_envs in stacks.items():
-            wall, returns[name] = training_seconds(ppo_continuous.validate_args(args), make_envs)
+            wall, returns[name] = training_seconds(module.validate_args(args), make_envs)
             seconds[name] = min(wall, seconds.get(name, wall))
-    (theirs, ours), same = seconds.values(), len(set(map(tuple, returns.values()))) == 1
-    timed = f"{options.iterations} iterations of {args.batch_size} steps, fastest of 3 runs"
-    less = 1 - ours / theirs
-    print(f"3. training, {timed}: gymnasium's wrappers {theirs:.2f} s, one pass {ours:.2f} s ({less:.1%} less)")
-    print(f"   the same returns: {same}")
+    timed = ", ".join(f"{name} {wall:.2f} s" for name, wall in seconds.items())
+    print(f"3. training, {options.iterations} iterations of {args.batch_size} steps, fastest of 3 runs: {timed}")
+    print(f"   the same returns: {len(set(map(tuple, returns.values()))) == 1}")
 
 
 if __name__ == "__main__":

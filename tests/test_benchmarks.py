@@ -195,19 +195,25 @@ def test_results_table_says_which_seeds_an_eval_figure_is_of(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize(
-    "env_id, flags, steps", [("HalfCheetah-v4", {}, 1100), ("Hopper-v4", {"norm_reward": False}, 300)]
+    "module_name, env_id, flags, steps, episodes",
+    [
+        ("ppo_continuous", "HalfCheetah-v4", {"num_envs": 2}, 1100, 2),
+        ("ppo_continuous", "Hopper-v4", {"num_envs": 2, "norm_reward": False}, 300, 5),
+        ("ppo_continuous", "Hopper-v4", {"num_envs": 1}, 300, 3),
+        ("ppo_discrete", "CartPole-v1", {"num_envs": 1, "norm_obs": True, "norm_reward": True}, 300, 5),
+        ("ppo_discrete", "CartPole-v1", {"num_envs": 4}, 100, 5),
+    ],
 )
-def test_the_one_pass_wrapper_gives_the_numbers_of_gymnasiums_wrappers(env_id, flags, steps):
-    """benchmarks/one_pass_wrapper.py times one wrapper of our own against make_envs' gymnasium wrappers,
-    which the docs' choice rests on: it must do what they do. Step by step, the same observations,
-    rewards, flags and episode statistics, then the same running statistics, over episode ends:
-    HalfCheetah's time limit at step 1,000, and Hopper's falls (terminations) within a few dozen random
-    steps. Hopper without reward normalization: only observation statistics, on both sides."""
+def test_the_scripts_env_stacks_give_the_numbers_of_gymnasiums_wrappers(module_name, env_id, flags, steps, episodes):
+    """Each script's make_envs (gymnasium's wrappers, with the script's faster RunningMeanStd) and the one-pass
+    wrapper of benchmarks/one_pass_wrapper.py must do what gymnasium's own wrappers do: step by step, the same
+    observations, rewards, flags and episode statistics, then the same running statistics, over episode ends
+    (HalfCheetah's time limit at step 1,000; Hopper's and CartPole's falls, terminations, within a few dozen random
+    steps). One env takes the single-row update; several envs, and the step after an episode's end, the batch one."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     one_pass_wrapper = importlib.import_module("one_pass_wrapper")
-    module = one_pass_wrapper.ppo_continuous
-    args = module.validate_args(module.Args(env_id=env_id, num_envs=2, cuda=False, **flags))
-    assert one_pass_wrapper.same_numbers(args, steps) >= (2 if env_id == "HalfCheetah-v4" else 5)
-    assert module.get_normalization(one_pass_wrapper.one_pass_make_envs(args)).keys() == (
-        {"obs_rms"} if flags else {"obs_rms", "return_rms"}
-    )
+    module = importlib.import_module(module_name)
+    args = module.validate_args(module.Args(env_id=env_id, cuda=False, **flags))
+    assert one_pass_wrapper.same_numbers(module, args, steps) >= episodes
+    expected = {key for key, on in (("obs_rms", args.norm_obs), ("return_rms", args.norm_reward)) if on}
+    assert module.get_normalization(module.make_envs(args)).keys() == expected

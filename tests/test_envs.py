@@ -301,3 +301,23 @@ def test_evaluation_ends_when_an_episode_return_is_nan(module_name, env_id):
         signal.signal(signal.SIGALRM, previous)
         envs.close()
     assert returns.shape == (2,) and np.isnan(returns).all()
+
+
+@pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
+def test_running_mean_std_gives_gymnasiums_numbers_from_single_rows_and_batches(module_name):
+    """The scripts' RunningMeanStd skips np.mean and np.var for a single row (its mean is the row, its variance 0):
+    fed the same rows, one at a time and in batches, it must hold gymnasium's mean, variance and count to the bit,
+    for float32 observations and float64 returns."""
+    from gymnasium.wrappers.utils import RunningMeanStd
+
+    module = importlib.import_module(module_name)
+    rng = np.random.default_rng(0)
+    for shape, dtype in (((5,), np.float32), ((), np.float64)):
+        ours, theirs = module.RunningMeanStd(shape=shape, dtype=dtype), RunningMeanStd(shape=shape, dtype=dtype)
+        for rows in (1, 1, 3, 1, 2, 1, 1):
+            batch = rng.normal(3.0, 2.0, (rows, *shape)).astype(np.float64 if shape else np.float32)
+            ours.update(batch)
+            theirs.update(batch)
+        for name in ("mean", "var", "count"):
+            np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name), strict=True)
+        assert ours.count == 1e-4 + 10 and abs(ours.var - 4.0).max() < 3.0  # it learned from the rows: not vacuous
