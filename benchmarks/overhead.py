@@ -4,7 +4,7 @@
     python benchmarks/overhead.py 5      # some parts
 
 Prints microseconds per call, each the median of 5 repeats, on one torch thread as the scripts use:
-1. The HalfCheetah vector env, one wrapper of `make_envs` added at a time (random actions).
+1. The HalfCheetah vector env, one of gymnasium's wrappers added at a time, then `make_envs` (random actions).
 2. The rollout loop's two calls, each timed between calls of the other (they share the CPU's
    caches): an env step, alone and between policy calls; a policy call between env steps, eager
    and compiled (--compile).
@@ -67,6 +67,10 @@ def env_layers():
         envs.reset(seed=0)
         actions = envs.action_space.sample()
         print(f"   {name:28s} {microseconds(lambda: envs.step(actions), calls=2000):7.1f}")
+    envs.close()
+    envs = ppo_continuous.make_envs(ppo_continuous.validate_args(ppo_continuous.Args(env_id="HalfCheetah-v4")))
+    envs.reset(seed=0)  # the same wrappers, with the script's RunningMeanStd (its single-row update)
+    print(f"   {'make_envs (the script)':28s} {microseconds(lambda: envs.step(actions), calls=2000):7.1f}")
     envs.close()
 
 
@@ -204,10 +208,13 @@ def gae():
 if __name__ == "__main__":
     parts = [env_layers, env_with_policy, policy_calls, update_pieces, whole_updates, gae]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", type=int, choices=range(1, len(parts) + 1), metavar="PART",
+    parser.add_argument("parts", nargs="*", type=int, metavar="PART",
                         help=f"the parts to run, 1 to {len(parts)} (default: all)")  # fmt: skip
+    chosen = parser.parse_args().parts or range(1, len(parts) + 1)  # (choices= would refuse no parts at all)
+    if not set(chosen) <= set(range(1, len(parts) + 1)):
+        parser.error(f"PART must be 1 to {len(parts)}, got {chosen}")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     np.random.seed(0)
-    for part in parser.parse_args().parts or range(1, len(parts) + 1):
+    for part in chosen:
         parts[part - 1]()
