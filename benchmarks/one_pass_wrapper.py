@@ -64,8 +64,9 @@ class OnePass(gym.vector.VectorWrapper):
         if args.norm_obs:  # float32 observations, as gymnasium's
             self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape)
             self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, n)
-        self.obs_rms = RunningMeanStd(shape=shape, dtype=np.float32) if args.norm_obs else None
-        self.return_rms = RunningMeanStd(shape=()) if args.norm_reward else None
+            self.obs_rms = RunningMeanStd(shape=shape, dtype=np.float32)
+        if args.norm_reward:  # (the statistics are attributes only where on, as in gymnasium's chain)
+            self.return_rms = RunningMeanStd(shape=())
         self.clip = isinstance(envs.single_action_space, gym.spaces.Box)
         # raw episode returns and lengths, and the discounted return in float32: gymnasium's dtypes, its rounding
         self.returns, self.lengths, self.discounted = np.zeros(n), np.zeros(n, int), np.zeros(n, np.float32)
@@ -81,7 +82,7 @@ class OnePass(gym.vector.VectorWrapper):
             rms.update_from_moments(x[0], 0.0, 1) if len(x) == 1 else rms.update(x)
 
     def normalize(self, obs):
-        if self.obs_rms is not None:
+        if self.args.norm_obs:
             self.update(self.obs_rms, obs)
             obs = ((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8)).astype(np.float32)
             obs = np.clip(obs, -self.args.clip_obs, self.args.clip_obs)
@@ -97,7 +98,7 @@ class OnePass(gym.vector.VectorWrapper):
             infos["episode"] = {"r": np.where(dones, self.returns, 0.0), "l": np.where(dones, self.lengths, 0)}
             infos["_episode"] = dones
         self.prev_dones = dones
-        if self.return_rms is not None:  # by the running std of the discounted return
+        if args.norm_reward:  # by the running std of the discounted return
             discounted = self.discounted * args.gamma * (1 - terminations) + rewards
             self.discounted[:] = np.where(reset, self.discounted, discounted)
             if not reset.all():
@@ -113,31 +114,19 @@ def one_pass_make_envs(module, args, video_folder=None, evaluation=False):
     return OnePass(gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP), args)
 
 
-def statistics_of(module, envs) -> dict:
-    """The running statistics of a stack, as the script saves them (OnePass holds them itself)."""
-    if isinstance(envs, OnePass):
-        stats = {key: rms for key in ("obs_rms", "return_rms") if (rms := getattr(envs, key)) is not None}
-        return {
-            k: dict(mean=torch.tensor(s.mean), var=torch.tensor(s.var), count=float(s.count)) for k, s in stats.items()
-        }
-    return module.get_normalization(envs)
-
-
 def same_numbers(module, args, steps: int, seed: int = 0) -> int:
     """Step gymnasium's stack, the script's and OnePass with the same random actions (Box actions: up to twice the
     bounds, so that clipping matters); raise on the first difference. Returns the number of episodes that ended."""
     stacks = [gymnasium_make_envs(module, args), module.make_envs(args), one_pass_make_envs(module, args)]
-    first = [envs.reset(seed=seed)[0] for envs in stacks]
+    first, *others = [envs.reset(seed=seed)[0] for envs in stacks]
+    for obs in others:
+        np.testing.assert_array_equal(first, obs, err_msg="first observations differ", strict=True)
     space, episodes = stacks[0].action_space, 0
     space.seed(seed)
-    for step in range(-1, steps):
-        if step >= 0:
-            actions = space.sample()
-            actions = (2 * actions).astype(space.dtype) if isinstance(space, gym.spaces.Box) else actions
-            results = [envs.step(actions) for envs in stacks]
-        else:
-            results = [(obs, None, None, None, {}) for obs in first]
-        (*reference, reference_infos), others = results[0], results[1:]
+    for step in range(steps):
+        actions = space.sample()
+        actions = (2 * actions).astype(space.dtype) if isinstance(space, gym.spaces.Box) else actions
+        (*reference, reference_infos), *others = [envs.step(actions) for envs in stacks]
         for *outputs, infos in others:
             for name, a, b in zip(("observations", "rewards", "terminations", "truncations"), reference, outputs):
                 np.testing.assert_array_equal(a, b, err_msg=f"{name} differ at step {step}", strict=True)
@@ -145,7 +134,7 @@ def same_numbers(module, args, steps: int, seed: int = 0) -> int:
             for key in ("r", "l") if "episode" in infos else ():
                 np.testing.assert_array_equal(reference_infos["episode"][key], infos["episode"][key], strict=True)
         episodes += int(reference_infos["_episode"].sum()) if "episode" in reference_infos else 0
-    reference, *others = (statistics_of(module, envs) for envs in stacks)
+    reference, *others = (module.get_normalization(envs) for envs in stacks)
     for other in others:
         assert reference.keys() == other.keys()
         for key in reference:
