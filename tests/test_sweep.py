@@ -193,6 +193,9 @@ def test_two_workers_on_one_study_lose_and_repeat_no_trial(tmp_path):
     for trial in study.trials:
         (run_dir,) = run_dirs(tmp_path, "shared", trial.number)  # each trial trained exactly once
         assert saved_flags(run_dir)["learning_rate"] == str(trial.params["learning-rate"])
+    folder = tmp_path / "sweeps/shared"  # both workers wrote the end's files, each through its own temporary file
+    assert all((folder / name).read_bytes().startswith(b"\x89PNG") for name in ("history.png", "importances.png"))
+    assert not [path.name for path in folder.iterdir() if path.name.startswith(".")]
 
 
 def test_trial_whose_worker_went_silent_runs_again():

@@ -599,9 +599,10 @@ def write_results(study: optuna.Study, sweep: Sweep):
         write_atomically(sweep.folder / "best.sh", lambda file: file.write("\n".join(lines) + "\n"))
 
 
-def write_atomically(path: Path, write):
+def write_atomically(path: Path, write, mode: str = "w"):
+    """Writes through a temporary file named for this process and thread, so that two workers never share one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    with open(temporary, "w", newline="") as file:
+    with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as file:
         write(file)
     os.replace(temporary, path)
 
@@ -622,9 +623,9 @@ def write_plots(study: optuna.Study, sweep: Sweep) -> list[str]:
     written = []
     for name, plot in plots.items() if complete else ():
         axes = plot(study)
-        axes.figure.savefig(sweep.folder / f".{name}", dpi=120, bbox_inches="tight", format="png")
-        plt.close(axes.figure)
-        os.replace(sweep.folder / f".{name}", sweep.folder / name)
+        figure, options = axes.figure, dict(dpi=120, bbox_inches="tight", format="png")
+        write_atomically(sweep.folder / name, lambda file: figure.savefig(file, **options), mode="wb")
+        plt.close(figure)
         written.append(name)
     return written
 
