@@ -166,7 +166,7 @@ class Agent(nn.Module):
         # --norm-value: the running mean, variance and count of the returns, whose standardized values the critic learns
         self.register_buffer("return_rms", torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
 
-    def get_action_and_value(self, x, action=None, deterministic=False):
+    def get_action_and_value(self, x, action=None, deterministic=False, rollout=False):
         """The one policy: the rollout samples it, the loss scores its actions, evaluation acts (deterministic: mean)"""
         action_mean = self.actor_mean(x)
         action_std = self.actor_logstd.expand_as(action_mean).exp()
@@ -174,6 +174,8 @@ class Agent(nn.Module):
             action = action_mean if deterministic else torch.normal(action_mean, action_std).detach()  # as sample()
         log_std = action_std.log()  # continuous detail 3: independent action dimensions, log-probs summed
         logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - log_std - math.log(math.sqrt(2 * math.pi))
+        if rollout:  # the rollout needs no entropy, and runs the critic once over all its steps after them
+            return action, logprob.sum(1), None, None
         return action, logprob.sum(1), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(1), self.critic(x)
 
 
@@ -286,7 +288,7 @@ def train(args: Args) -> dict:
     # rollout storage: what the policy returns stays on its device, what the envs return in numpy (for GAE)
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
     actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
-    logprobs, values = torch.zeros((2, args.num_steps, args.num_envs), device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards, terminations, truncations, valid = np.zeros((4, args.num_steps, args.num_envs), dtype=np.float32)
     # each rank updates on its own share of the batch; their gradients are averaged
     rank_batch_size, rank_minibatch_size = args.batch_size // world_size, args.minibatch_size // world_size
@@ -321,8 +323,7 @@ def train(args: Args) -> dict:
                 if args.cudagraphs:  # a new step for CUDA graph trees: the last replay's outputs are used up
                     torch.compiler.cudagraph_mark_step_begin()
                 with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
-                    action, logprob, _, value = policy(next_obs)
-                    values[step] = value.flatten()
+                    action, logprob, _, _ = policy(next_obs, rollout=True)
                 actions[step], logprobs[step] = action, logprob  # continuous detail 5: store the unclipped sample
 
                 next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(action.cpu().numpy())
@@ -342,9 +343,9 @@ def train(args: Args) -> dict:
                     writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
 
             mean, std = agent.return_rms[0].item(), agent.return_rms[1].sqrt().item()  # 0 and 1 without --norm-value
-            with torch.no_grad():  # the critic's values in the returns' own scale
-                next_value = agent.critic(next_obs).reshape(-1).cpu().numpy() * std + mean
-            rollout = (rewards, values.cpu().numpy() * std + mean, next_value, terminations, truncations, valid)
+            with torch.no_grad():  # the critic once over the rollout and next_obs, in the returns' own scale
+                values = agent.critic(torch.cat([obs, next_obs[None]])).view(args.num_steps + 1, -1).cpu().numpy()
+            rollout = (rewards, values[:-1] * std + mean, values[-1] * std + mean, terminations, truncations, valid)
             advantages, returns = compute_gae(*rollout, args.gamma, args.gae_lambda, args.bootstrap_truncated)
             if args.norm_value:  # value normalization: the statistics of these returns too, then the critic's targets
                 mean, std = update_return_rms(agent.return_rms, returns[valid > 0], world_size)
@@ -577,7 +578,7 @@ def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
     while not finished.all():
         with torch.no_grad():
             x = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-            action = agent.get_action_and_value(x, deterministic=deterministic)[0]
+            action = agent.get_action_and_value(x, deterministic=deterministic, rollout=True)[0]
         next_obs, _, _, _, infos = envs.step(action.cpu().numpy())
         if "episode" in infos:
             first = infos["_episode"] & ~finished  # count each sub-env's first episode only

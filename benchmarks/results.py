@@ -2,6 +2,7 @@
 
     python benchmarks/results.py                      # train every missing run, then write the results
     python benchmarks/results.py --only CartPole-v1   # only these envs
+    python benchmarks/results.py --configs default    # only these configs (default, many-envs, large-batch...)
     python benchmarks/results.py --jobs 2             # two trainings at a time (one per core)
     python benchmarks/results.py --collect            # train nothing: write the results from the runs there are
 
@@ -188,7 +189,7 @@ def take_claim(claim: Path) -> bool:
     return False
 
 
-def train_missing(only: set[str] | None, jobs: int):
+def train_missing(only: set[str] | None, jobs: int, configs: set[str] | None = None):
     """Train every run that has not finished, `jobs` at a time; a stopped run with a checkpoint resumes."""
     claims = REPO / "runs" / ".claims"
     claims.mkdir(parents=True, exist_ok=True)
@@ -198,7 +199,7 @@ def train_missing(only: set[str] | None, jobs: int):
         (script, env_id, config, seeds[rank], steps, flags)
         for rank in range(max(len(row[3]) for row in RUNS))
         for script, env_id, config, seeds, steps, flags in RUNS
-        if rank < len(seeds) and (only is None or env_id in only)
+        if rank < len(seeds) and (only is None or env_id in only) and (configs is None or config in configs)
     ]
     running = []  # (process, claim file, log file, description)
 
@@ -432,6 +433,7 @@ def plot(summary: dict):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", help="env ids to train (default: all)")
+    parser.add_argument("--configs", nargs="+", help="configs to train, e.g. default many-envs (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at a time (at most one per core)")
     parser.add_argument("--collect", action="store_true", help="train nothing, only write the results")
     options = parser.parse_args()
@@ -440,9 +442,13 @@ if __name__ == "__main__":
     unknown = sorted(set(options.only or []) - {env_id for _, env_id, *_ in RUNS})
     if unknown:
         parser.error(f"--only: no runs of {' '.join(unknown)}; choose from {' '.join(sorted({r[1] for r in RUNS}))}")
+    unknown = sorted(set(options.configs or []) - {config for _, _, config, *_ in RUNS})
+    if unknown:
+        parser.error(f"--configs: no {' '.join(unknown)}; choose from {' '.join(sorted({r[2] for r in RUNS}))}")
     if not options.collect:
         try:
-            train_missing(set(options.only) if options.only else None, options.jobs)
+            only, configs = (set(names) if names else None for names in (options.only, options.configs))
+            train_missing(only, options.jobs, configs)
         except KeyboardInterrupt:  # the trainings got it too, and saved a checkpoint each
             raise SystemExit("stopped by Ctrl-C; run the same command again to go on where the runs stopped")
     write(collect())

@@ -31,6 +31,22 @@ def test_results_counts_a_finished_run_whatever_its_logging_flags_and_age():
     assert not results.same_training(before_norm_value, with_norm_value)
 
 
+def test_results_trains_only_the_rows_of_the_envs_and_configs_asked_for(monkeypatch, tmp_path):
+    """`--only Humanoid-v4 --configs default` looks at Humanoid's default row alone, every seed of it, and none of the
+    10M-step presets beside it (here every run counts as finished already: nothing trains)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    results, looked_at = importlib.import_module("results"), []
+    monkeypatch.setattr(results, "REPO", tmp_path)
+    monkeypatch.setattr(results, "run_state", lambda *run: looked_at.append(run[1:4]) or ("finished", "", {}))
+    results.train_missing({"Humanoid-v4"}, jobs=1, configs={"default"})
+    assert sorted(looked_at) == [("Humanoid-v4", "default", seed) for seed in (1, 2, 3, 4, 5)]
+    looked_at.clear()
+    results.train_missing(None, jobs=1, configs={"many-envs"})
+    assert sorted(looked_at) == sorted(
+        (env, "many-envs", seed) for env in ("CartPole-v1", "HalfCheetah-v4") for seed in (1, 2, 3)
+    )
+
+
 # what changes a run's training (tests/ lists them itself: a new Args field must be put on one side or the other)
 TRAINING = {
     "env_id",

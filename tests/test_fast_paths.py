@@ -168,15 +168,16 @@ def test_async_envs_give_the_same_losses_as_sync_envs(module_name, tmp_path, mon
 
 def shifted_policy(module):
     """get_action_and_value rewritten as a researcher would: the continuous policy's mean moved by +3, the discrete
-    policy's first logit (of CartPole's two) raised by 3, so that it picks action 0 far more often."""
+    policy's first logit (of CartPole's two) raised by 3, so that it picks action 0 far more often. It computes the
+    entropy and the value also for the rollout, which needs neither (the scripts' own policy skips them there)."""
 
-    def continuous(self, x, action=None, deterministic=False):
+    def continuous(self, x, action=None, deterministic=False, rollout=False):
         action_mean = self.actor_mean(x) + 3.0
         probs = Normal(action_mean, self.actor_logstd.expand_as(action_mean).exp())
         action = (action_mean if deterministic else probs.sample()) if action is None else action
         return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
 
-    def discrete(self, x, action=None, deterministic=False):
+    def discrete(self, x, action=None, deterministic=False, rollout=False):
         probs = Categorical(logits=self.actor(x) + torch.tensor([3.0, 0.0]))
         action = (probs.logits.argmax(-1) if deterministic else probs.sample()) if action is None else action[:, 0]
         return action[:, None], probs.log_prob(action), probs.entropy(), self.critic(x)
@@ -190,14 +191,18 @@ def test_an_edited_policy_is_the_one_the_rollout_samples_and_the_loss_scores(mod
                                                                               monkeypatch):  # fmt: skip
     """Edit get_action_and_value alone: the rollout's actions come from the edited policy, and the loss scores them
     with it too, so the first minibatch of every update sees ratio 1 (a second copy of the policy's maths in the
-    rollout would sample the old one: actions near 0 and a large approx_kl)."""
+    rollout would sample the old one: actions near 0 and a large approx_kl). The rollout's values, which the critic
+    gives once over the whole rollout, are the critic's values of the minibatch's own observations."""
     module = importlib.import_module(module_name)
     monkeypatch.setattr(module.Agent, "get_action_and_value", shifted_policy(module))
     real_loss, calls = module.ppo_loss, []
 
     def recording_loss(newlogprob, entropy, newvalue, mb, args):
         loss, stats = real_loss(newlogprob, entropy, newvalue, mb, args)
-        calls.append(((newlogprob - mb["logprobs"]).abs().max().item(), mb["actions"].float().mean().item()))
+        value_error = (newvalue.view(-1) - mb["values"]).abs().max().item()
+        calls.append(
+            ((newlogprob - mb["logprobs"]).abs().max().item(), mb["actions"].float().mean().item(), value_error)
+        )
         return loss, stats
 
     monkeypatch.setattr(module, "ppo_loss", recording_loss)
@@ -205,8 +210,9 @@ def test_an_edited_policy_is_the_one_the_rollout_samples_and_the_loss_scores(mod
     per_update = 4 * 8
     first_minibatches = calls[::per_update]
     assert len(calls) == 4 * per_update
-    assert all(max_logratio < 1e-4 for max_logratio, _ in first_minibatches)  # ratio 1: the same policy
-    mean_action = np.mean([mean for _, mean in calls])
+    assert all(max_logratio < 1e-4 for max_logratio, _, _ in first_minibatches)  # ratio 1: the same policy
+    assert all(value_error < 1e-5 for _, _, value_error in first_minibatches)  # the same critic, the same steps
+    mean_action = np.mean([mean for _, mean, _ in calls])
     # continuous: the mean action near +3 (not 0); discrete: action 0 nearly always (CartPole's others are 1)
     assert mean_action > 2.0 if module_name == "ppo_continuous" else mean_action < 0.2
 
