@@ -166,17 +166,19 @@ class Agent(nn.Module):
         # --norm-value: the running mean, variance and count of the returns, whose standardized values the critic learns
         self.register_buffer("return_rms", torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
 
-    def get_action_and_value(self, x, action=None, deterministic=False, rollout=False):
-        """The one policy: the rollout samples it, the loss scores its actions, evaluation acts (deterministic: mean)"""
+    def get_value(self, x):  # the critic: the rollout's values (once over all its steps, after them), the loss's
+        return self.critic(x)
+
+    def get_action_and_value(self, x, action=None, deterministic=False, act_only=False):
+        """The one policy: the rollout and evaluation act (act_only: no entropy, no value), the loss scores actions"""
         action_mean = self.actor_mean(x)
         action_std = self.actor_logstd.expand_as(action_mean).exp()
         if action is None:  # continuous detail 1: a Gaussian, written out as torch's Normal computes it, ~20% cheaper
             action = action_mean if deterministic else torch.normal(action_mean, action_std).detach()  # as sample()
         log_std = action_std.log()  # continuous detail 3: independent action dimensions, log-probs summed
         logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - log_std - math.log(math.sqrt(2 * math.pi))
-        if rollout:  # the rollout needs no entropy, and runs the critic once over all its steps after them
-            return action, logprob.sum(1), None, None
-        return action, logprob.sum(1), (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(1), self.critic(x)
+        entropy = None if act_only else (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(1)
+        return action, logprob.sum(1), entropy, None if act_only else self.get_value(x)
 
 
 def compute_gae(rewards, values, next_value, terminations, truncations, valid, gamma, gae_lambda, bootstrap_truncated):
@@ -262,14 +264,12 @@ def train(args: Args) -> dict:
         print(f"{run.name} already finished its {args.total_timesteps:,} steps; nothing to resume", flush=True)
         return {"run_name": run.name, "global_step": run.checkpoint["global_step"], "interrupted": False}
 
-    # seeding
-    random.seed(args.seed)
+    random.seed(args.seed)  # seeding
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
-    # env setup
-    envs = make_envs(args, run.video_folder)
+    envs = make_envs(args, run.video_folder)  # env setup
     obs_dim, action_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     eval_args = replace(args, async_envs=False)  # in this process: --async-envs workers would idle between evaluations
     eval_envs = make_envs(eval_args, evaluation=True) if args.eval_every and master_process else None
@@ -323,7 +323,7 @@ def train(args: Args) -> dict:
                 if args.cudagraphs:  # a new step for CUDA graph trees: the last replay's outputs are used up
                     torch.compiler.cudagraph_mark_step_begin()
                 with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
-                    action, logprob, _, _ = policy(next_obs, rollout=True)
+                    action, logprob, _, _ = policy(next_obs, act_only=True)
                 actions[step], logprobs[step] = action, logprob  # continuous detail 5: store the unclipped sample
 
                 next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(action.cpu().numpy())
@@ -344,7 +344,7 @@ def train(args: Args) -> dict:
 
             mean, std = agent.return_rms[0].item(), agent.return_rms[1].sqrt().item()  # 0 and 1 without --norm-value
             with torch.no_grad():  # the critic once over the rollout and next_obs, in the returns' own scale
-                values = agent.critic(torch.cat([obs, next_obs[None]])).view(args.num_steps + 1, -1).cpu().numpy()
+                values = agent.get_value(torch.cat([obs, next_obs[None]])).view(args.num_steps + 1, -1).cpu().numpy()
             rollout = (rewards, values[:-1] * std + mean, values[-1] * std + mean, terminations, truncations, valid)
             advantages, returns = compute_gae(*rollout, args.gamma, args.gae_lambda, args.bootstrap_truncated)
             if args.norm_value:  # value normalization: the statistics of these returns too, then the critic's targets
@@ -578,7 +578,7 @@ def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
     while not finished.all():
         with torch.no_grad():
             x = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-            action = agent.get_action_and_value(x, deterministic=deterministic, rollout=True)[0]
+            action = agent.get_action_and_value(x, deterministic=deterministic, act_only=True)[0]
         next_obs, _, _, _, infos = envs.step(action.cpu().numpy())
         if "episode" in infos:
             first = infos["_episode"] & ~finished  # count each sub-env's first episode only

@@ -160,8 +160,11 @@ class Agent(nn.Module):
         # --norm-value: the running mean, variance and count of the returns, whose standardized values the critic learns
         self.register_buffer("return_rms", torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
 
-    def get_action_and_value(self, x, action=None, deterministic=False, rollout=False):
-        """The one policy: the rollout samples it, the loss scores its actions, evaluation acts (deterministic: mode)"""
+    def get_value(self, x):  # the critic: the rollout's values (once over all its steps, after them), the loss's
+        return self.critic(x)
+
+    def get_action_and_value(self, x, action=None, deterministic=False, act_only=False):
+        """The one policy: the rollout and evaluation act (act_only: no entropy, no value), the loss scores actions"""
         # one categorical per action dimension (one for Discrete; MultiDiscrete log-probs and entropies summed), as
         # torch's Categorical computes it, written out: ~20% cheaper
         logits = torch.split(self.actor(x), self.nvec, dim=-1)
@@ -170,10 +173,10 @@ class Agent(nn.Module):
             draw = lambda lp: torch.multinomial(lp.softmax(-1), 1, True)[:, 0]  # noqa: E731
             action = torch.stack([z.argmax(-1) if deterministic else draw(lp) for z, lp in zip(logits, log_p)], -1)
         logprob = sum(lp.gather(-1, a[:, None])[:, 0] for lp, a in zip(log_p, action.unbind(-1)))
-        if rollout:  # the rollout needs no entropy, and runs the critic once over all its steps after them
+        if act_only:
             return action, logprob, None, None
         entropy = sum(-(lp.clamp(min=torch.finfo(lp.dtype).min) * lp.softmax(-1)).sum(-1) for lp in log_p)
-        return action, logprob, entropy, self.critic(x)
+        return action, logprob, entropy, self.get_value(x)
 
 
 def compute_gae(rewards, values, next_value, terminations, truncations, valid, gamma, gae_lambda, bootstrap_truncated):
@@ -259,14 +262,12 @@ def train(args: Args) -> dict:
         print(f"{run.name} already finished its {args.total_timesteps:,} steps; nothing to resume", flush=True)
         return {"run_name": run.name, "global_step": run.checkpoint["global_step"], "interrupted": False}
 
-    # seeding
-    random.seed(args.seed)
+    random.seed(args.seed)  # seeding
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
-    # env setup
-    envs = make_envs(args, run.video_folder)
+    envs = make_envs(args, run.video_folder)  # env setup
     obs_dim, nvec = envs.single_observation_space.shape[0], action_nvec(envs.single_action_space)
     eval_args = replace(args, async_envs=False)  # in this process: --async-envs workers would idle between evaluations
     eval_envs = make_envs(eval_args, evaluation=True) if args.eval_every and master_process else None
@@ -320,7 +321,7 @@ def train(args: Args) -> dict:
                 if args.cudagraphs:  # a new step for CUDA graph trees: the last replay's outputs are used up
                     torch.compiler.cudagraph_mark_step_begin()
                 with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
-                    action, logprob, _, _ = policy(next_obs, rollout=True)
+                    action, logprob, _, _ = policy(next_obs, act_only=True)
                 actions[step], logprobs[step] = action, logprob
 
                 next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(
@@ -343,7 +344,7 @@ def train(args: Args) -> dict:
 
             mean, std = agent.return_rms[0].item(), agent.return_rms[1].sqrt().item()  # 0 and 1 without --norm-value
             with torch.no_grad():  # the critic once over the rollout and next_obs, in the returns' own scale
-                values = agent.critic(torch.cat([obs, next_obs[None]])).view(args.num_steps + 1, -1).cpu().numpy()
+                values = agent.get_value(torch.cat([obs, next_obs[None]])).view(args.num_steps + 1, -1).cpu().numpy()
             rollout = (rewards, values[:-1] * std + mean, values[-1] * std + mean, terminations, truncations, valid)
             advantages, returns = compute_gae(*rollout, args.gamma, args.gae_lambda, args.bootstrap_truncated)
             if args.norm_value:  # value normalization: the statistics of these returns too, then the critic's targets
@@ -577,7 +578,7 @@ def evaluate(agent, envs, deterministic: bool, seed: int, device) -> np.ndarray:
     while not finished.all():
         with torch.no_grad():
             x = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-            action = agent.get_action_and_value(x, deterministic=deterministic, rollout=True)[0]
+            action = agent.get_action_and_value(x, deterministic=deterministic, act_only=True)[0]
         next_obs, _, _, _, infos = envs.step(action.cpu().numpy().reshape(envs.action_space.shape))
         if "episode" in infos:
             first = infos["_episode"] & ~finished  # count each sub-env's first episode only

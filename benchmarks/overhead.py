@@ -8,7 +8,8 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
 2. The rollout loop's two calls, each timed between calls of the other (they share the CPU's
    caches): an env step, alone and between policy calls; a policy call between env steps, eager
    and compiled (--compile).
-3. One rollout policy call (`Agent.get_action_and_value` under inference mode), for both scripts.
+3. One rollout policy call (`Agent.get_action_and_value(obs, act_only=True)` under inference mode: the action
+   and its log-prob, no entropy and no critic), for both scripts; and the full call the loss makes.
 4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
    (foreach, as the scripts step it; and fused, the kernel they leave alone: it differs in the
    last bits) and gradient clipping.
@@ -90,7 +91,7 @@ def env_with_policy():
             start = time.perf_counter()
             if policy is not None:
                 with torch.inference_mode():
-                    action = policy(obs)[0].numpy()
+                    action = policy(obs, act_only=True)[0].numpy()
             else:
                 action = np.random.uniform(-1, 1, (1, 6)).astype(np.float32)
             env_start = time.perf_counter()
@@ -115,11 +116,12 @@ def policy_calls():
     for name, (module, obs_dim, action_shape, num_envs, _) in SETUPS.items():
         agent, obs = module.Agent(obs_dim, action_shape), torch.randn(num_envs, obs_dim)
 
-        def call():
+        def call(act_only: bool):
             with torch.inference_mode():
-                agent.get_action_and_value(obs)
+                agent.get_action_and_value(obs, act_only=act_only)
 
-        print(f"   {name:30s} {microseconds(call):6.1f}")
+        rollout, full = microseconds(lambda: call(True)), microseconds(lambda: call(False))
+        print(f"   {name:30s} rollout {rollout:6.1f}   with the entropy and the critic {full:6.1f}")
 
 
 def minibatch(module, obs_dim, action_shape, size) -> dict:

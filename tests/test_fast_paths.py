@@ -171,16 +171,16 @@ def shifted_policy(module):
     policy's first logit (of CartPole's two) raised by 3, so that it picks action 0 far more often. It computes the
     entropy and the value also for the rollout, which needs neither (the scripts' own policy skips them there)."""
 
-    def continuous(self, x, action=None, deterministic=False, rollout=False):
+    def continuous(self, x, action=None, deterministic=False, act_only=False):
         action_mean = self.actor_mean(x) + 3.0
         probs = Normal(action_mean, self.actor_logstd.expand_as(action_mean).exp())
         action = (action_mean if deterministic else probs.sample()) if action is None else action
-        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.get_value(x)
 
-    def discrete(self, x, action=None, deterministic=False, rollout=False):
+    def discrete(self, x, action=None, deterministic=False, act_only=False):
         probs = Categorical(logits=self.actor(x) + torch.tensor([3.0, 0.0]))
         action = (probs.logits.argmax(-1) if deterministic else probs.sample()) if action is None else action[:, 0]
-        return action[:, None], probs.log_prob(action), probs.entropy(), self.critic(x)
+        return action[:, None], probs.log_prob(action), probs.entropy(), self.get_value(x)
 
     return continuous if module.__name__ == "ppo_continuous" else discrete
 
@@ -191,10 +191,12 @@ def test_an_edited_policy_is_the_one_the_rollout_samples_and_the_loss_scores(mod
                                                                               monkeypatch):  # fmt: skip
     """Edit get_action_and_value alone: the rollout's actions come from the edited policy, and the loss scores them
     with it too, so the first minibatch of every update sees ratio 1 (a second copy of the policy's maths in the
-    rollout would sample the old one: actions near 0 and a large approx_kl). The rollout's values, which the critic
-    gives once over the whole rollout, are the critic's values of the minibatch's own observations."""
+    rollout would sample the old one: actions near 0 and a large approx_kl). Edit get_value too (+1): the rollout's
+    values, which it gives once over the whole rollout, are the edited critic's values of the minibatch's own
+    observations (the loss's newvalue on the first minibatch)."""
     module = importlib.import_module(module_name)
     monkeypatch.setattr(module.Agent, "get_action_and_value", shifted_policy(module))
+    monkeypatch.setattr(module.Agent, "get_value", lambda self, x: self.critic(x) + 1.0)
     real_loss, calls = module.ppo_loss, []
 
     def recording_loss(newlogprob, entropy, newvalue, mb, args):
@@ -272,13 +274,16 @@ def test_the_written_out_policy_is_torch_distributions_to_the_last_bit(module_na
         for parameter in agent.parameters():
             parameter.add_(torch.randn_like(parameter))
     obs = torch.randn(64, 5)
-    with torch.inference_mode():  # the rollout's call: a sample, its log-prob, the entropy
+    with torch.inference_mode():  # a sample, its log-prob, the entropy; then the rollout's call (act_only)
         torch.manual_seed(1)
         ours = agent.get_action_and_value(obs)[:3]
         torch.manual_seed(1)
         reference = reference_policy(agent, obs)
+        torch.manual_seed(1)
+        acting = agent.get_action_and_value(obs, act_only=True)
     for name, got, expected in zip(("action", "logprob", "entropy"), ours, reference):
         assert torch.equal(got, expected), name
+    assert torch.equal(acting[0], ours[0]) and torch.equal(acting[1], ours[1]) and acting[2:] == (None, None)
     assert not agent.get_action_and_value(obs)[0].requires_grad  # no gradient through a draw, as from sample()
 
     def gradients(policy):  # the update's call: the stored actions scored, then differentiated

@@ -602,9 +602,12 @@ def write_results(study: optuna.Study, sweep: Sweep):
 def write_atomically(path: Path, write, mode: str = "w"):
     """Writes through a temporary file named for this process and thread, so that two workers never share one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as file:
-        write(file)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as file:
+            write(file)
+        os.replace(temporary, path)
+    finally:  # a failed write leaves the file before it as it was, and no temporary file
+        temporary.unlink(missing_ok=True)
 
 
 def write_plots(study: optuna.Study, sweep: Sweep) -> list[str]:
@@ -624,8 +627,10 @@ def write_plots(study: optuna.Study, sweep: Sweep) -> list[str]:
     for name, plot in plots.items() if complete else ():
         axes = plot(study)
         figure, options = axes.figure, dict(dpi=120, bbox_inches="tight", format="png")
-        write_atomically(sweep.folder / name, lambda file: figure.savefig(file, **options), mode="wb")
-        plt.close(figure)
+        try:
+            write_atomically(sweep.folder / name, lambda file: figure.savefig(file, **options), mode="wb")
+        finally:
+            plt.close(figure)
         written.append(name)
     return written
 
