@@ -166,7 +166,7 @@ class Agent(nn.Module):
         # --norm-value: the running mean, variance and count of the returns, whose standardized values the critic learns
         self.register_buffer("return_rms", torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
 
-    def get_value(self, x):  # the critic: the rollout's values (once over all its steps, after them), the loss's
+    def get_value(self, x):  # the critic, for the rollout's values (once, over all its steps) and the loss's
         return self.critic(x)
 
     def get_action_and_value(self, x, action=None, deterministic=False, act_only=False):
