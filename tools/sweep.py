@@ -603,7 +603,7 @@ def write_atomically(path: Path, write, mode: str = "w"):
     """Writes through a temporary file named for this process and thread, so that two workers never share one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     try:
-        with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as file:
+        with open(temporary, mode, newline=None if "b" in mode else "") as file:
             write(file)
         os.replace(temporary, path)
     finally:  # a failed write leaves the file before it as it was, and no temporary file
