@@ -196,8 +196,8 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
 
 def ppo_loss(newlogprob, entropy, newvalue, mb: dict, args: Args):
     """The clipped PPO loss of minibatch `mb` (tensors by name) over its `valid` steps; stats by name (detail 12)."""
-    mask, num_valid = mb["valid"], mb["valid"].sum()
-    masked_mean = lambda x: (x * mask).sum() / num_valid.clamp(min=1.0)  # noqa: E731  (over real transitions only)
+    mask, num_valid = mb["valid"], mb["valid"].sum().clamp(min=1.0)  # (1 where a minibatch is all reset steps)
+    masked_mean = lambda x: (x * mask).sum() / num_valid  # noqa: E731  (over real transitions only)
     logratio = newlogprob - mb["logprobs"]
     ratio = logratio.exp()
     with torch.no_grad():
@@ -223,9 +223,8 @@ def ppo_loss(newlogprob, entropy, newvalue, mb: dict, args: Args):
         v_loss = 0.5 * masked_mean((newvalue - returns) ** 2)
     entropy_loss = masked_mean(entropy)
     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef  # detail 10
-    stats = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy_loss}
-    stats |= {"old_approx_kl": old_approx_kl, "approx_kl": approx_kl, "clipfrac": clipfrac}
-    return loss, {name: value.detach() for name, value in stats.items()}
+    stats = dict(policy_loss=pg_loss.detach(), value_loss=v_loss.detach(), entropy=entropy_loss.detach())
+    return loss, stats | dict(old_approx_kl=old_approx_kl, approx_kl=approx_kl, clipfrac=clipfrac)
 
 
 def update_return_rms(rms, returns: np.ndarray, world_size: int = 1) -> tuple[float, float]:
@@ -359,19 +358,19 @@ def train(args: Args) -> dict:
             update_stats = []
             for epoch in range(args.update_epochs):
                 b_inds = torch.randperm(rank_batch_size, device=device)  # detail 6: shuffled minibatches
+                shuffled = {name: tensor[b_inds] for name, tensor in b.items()}  # once: minibatches are slices of it
                 for start in range(0, rank_batch_size, rank_minibatch_size):
-                    mb = {name: tensor[b_inds[start : start + rank_minibatch_size]] for name, tensor in b.items()}
+                    mb = {name: tensor[start : start + rank_minibatch_size] for name, tensor in shuffled.items()}
                     if args.cudagraphs:
                         torch.compiler.cudagraph_mark_step_begin()
                     stats = update(agent, optimizer, mb, args, world_size)
-                    update_stats.append({name: value.clone() for name, value in stats.items()})  # replays reuse memory
-                approx_kl = mean_over_ranks(update_stats[-1]["approx_kl"], world_size)  # the ranks agree to stop
-                if args.target_kl is not None and approx_kl > args.target_kl:
+                    update_stats.append(torch.stack(list(stats.values())))  # a copy: replays reuse memory
+                if args.target_kl is not None and mean_over_ranks(stats["approx_kl"], world_size) > args.target_kl:
                     break
 
             # the debug scalars' means over all minibatches and ranks, by name (CleanRL logs the last minibatch's)
-            means = torch.stack([torch.stack(list(stats.values())) for stats in update_stats]).mean(0)
-            losses = dict(zip(update_stats[0], mean_over_ranks(means, world_size).tolist()))
+            means = torch.stack(update_stats).mean(0)
+            losses = dict(zip(stats, mean_over_ranks(means, world_size).tolist()))
             if not np.isfinite(losses["grad_norm"]):  # the weights are nan now: stop before they are saved
                 fail(f"training diverged at step {global_step:,} (nan or inf gradients): check the env's rewards")
             y_pred, y_true = b["values"][b["valid"].bool()], b["returns"][b["valid"].bool()]  # real transitions only

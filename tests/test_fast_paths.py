@@ -219,6 +219,33 @@ def test_an_edited_policy_is_the_one_the_rollout_samples_and_the_loss_scores(mod
     assert mean_action > 2.0 if module_name == "ppo_continuous" else mean_action < 0.2
 
 
+@pytest.mark.parametrize("module_name", list(SETUPS))
+def test_each_epoch_updates_on_every_transition_once_in_a_new_order(module_name, tmp_path, monkeypatch):
+    """An epoch's minibatches (slices of the batch shuffled once per epoch) split the rollout's batch: every
+    transition, with its own action, log-prob, advantage, return, value and mask, exactly once; each epoch in
+    another order. Fails on overlapping slices, a field shuffled apart from the others, or one order for all."""
+    module = importlib.import_module(module_name)
+    real_loss, minibatches = module.ppo_loss, []
+
+    def recording_loss(newlogprob, entropy, newvalue, mb, args):
+        fields = [mb[name].float().view(len(mb["obs"]), -1) for name in ("actions", "logprobs", "advantages",
+                                                                         "returns", "values", "valid")]  # fmt: skip
+        minibatches.append(torch.cat([mb["obs"], *fields], 1).detach().clone())
+        return real_loss(newlogprob, entropy, newvalue, mb, args)
+
+    monkeypatch.setattr(module, "ppo_loss", recording_loss)
+    logged(module, tmp_path / "run", monkeypatch)  # 4 iterations of 4 epochs of 8 minibatches of 64 transitions
+    assert len(minibatches) == 4 * 4 * 8 and all(len(rows) == 64 for rows in minibatches)
+    epochs = torch.stack([torch.cat(minibatches[i : i + 8]) for i in range(0, len(minibatches), 8)]).view(4, 4, 512, -1)
+    for iteration in epochs:
+        transitions = torch.unique(iteration[0], dim=0)  # sorted, without repeats
+        assert len(transitions) == 512
+        for epoch in iteration[1:]:
+            assert torch.equal(torch.unique(epoch, dim=0), transitions)  # the same 512 whole transitions
+            assert not torch.equal(epoch, iteration[0])  # in another order
+    assert not torch.equal(torch.unique(epochs[0, 0], dim=0), torch.unique(epochs[1, 0], dim=0))  # a new batch
+
+
 @pytest.mark.parametrize("compile_", [False, True], ids=["plain", "compiled"])
 @pytest.mark.parametrize("module_name", list(SETUPS))
 def test_an_extra_loss_term_reaches_the_gradient_and_the_logs(module_name, compile_, tmp_path, monkeypatch):
