@@ -12,7 +12,7 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
    and its log-prob, no entropy and no critic), for both scripts; and the full call the loss makes.
 4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
    (foreach, as the scripts step it; and fused, the kernel they leave alone: it differs in the
-   last bits) and gradient clipping.
+   last bits) and gradient clipping (of agent.parameters(), as the scripts clip; and of a list of them).
 5. The whole minibatch update (`update_minibatch`), eager as the plain path runs it, and compiled
    as --compile runs it.
 6. GAE over a 2048-step rollout: compute_gae (numpy), and the same loop in torch.
@@ -153,9 +153,11 @@ def update_pieces():
         for parameter, twin in zip(agent.parameters(), fused.param_groups[0]["params"]):
             twin.grad = parameter.grad.clone()
         clip = lambda: torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # noqa: E731
+        params = list(agent.parameters())  # the optimizer's list, which CUDA graphs cannot take (docs/speed.md)
+        clip_list = lambda: torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)  # noqa: E731
         cost = {"forward": microseconds(forward), "forward+backward": microseconds(forward_backward),
                 "Adam (foreach)": microseconds(optimizer.step), "Adam (fused)": microseconds(fused.step),
-                "clip": microseconds(clip)}  # fmt: skip
+                "clip": microseconds(clip), "clip (a list)": microseconds(clip_list)}  # fmt: skip
         print(f"   {name:30s} " + "   ".join(f"{key} {value:6.1f}" for key, value in cost.items()))
 
 
