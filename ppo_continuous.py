@@ -198,7 +198,7 @@ def compute_gae(rewards, values, next_value, terminations, truncations, valid, g
 
 def ppo_loss(newlogprob, entropy, newvalue, mb: dict, args: Args):
     """The clipped PPO loss of minibatch `mb` (tensors by name) over its `valid` steps; stats by name (detail 12)."""
-    mask, num_valid = mb["valid"], mb["valid"].sum().clamp(min=1.0)  # (1 where a minibatch is all reset steps)
+    mask, num_valid = mb["valid"], mb["valid"].sum().clamp(min=1.0)  # (at least 1: a minibatch of reset steps only)
     masked_mean = lambda x: (x * mask).sum() / num_valid  # noqa: E731  (over real transitions only)
     logratio = newlogprob - mb["logprobs"]
     ratio = logratio.exp()
