@@ -8,9 +8,10 @@ What a user comparing the two does: train HalfCheetah-v4 (300k steps) and CartPo
 every script's defaults, start to exit, one run at a time, each in a fresh temporary folder. Each round
 runs CleanRL's script (with --cleanrl-python, e.g. a virtual environment with CleanRL's pinned
 gymnasium 0.29.1 and mujoco 2.3.3), ours, and ours with --compile (compiling included). Prints every
-run, then the median of each over the rounds: wall time, CleanRL's wall time over ours (the speed-up),
-and the steady rate (steps between the 3rd and the last iteration's `charts/SPS` event over the time
-between them, start-up, warm-up and compiling left out).
+run (with CleanRL's wall time of the same round over it), then the median of each over the rounds:
+wall time, CleanRL's median wall time over ours (the speed-up), and the steady rate (steps between
+the 3rd and the last iteration's `charts/SPS` event over the time between them, start-up, warm-up
+and compiling left out).
 
 With --env-stacks, no training: each script's vector env with its wrappers (CleanRL's `make_env`, our
 `make_envs`), built by the script itself in its own Python, steps one fixed action; microseconds per
@@ -153,7 +154,9 @@ def main():
             for column, (python, script, extra) in runs.items():
                 wall, rate = train(python, script, env_id, total, extra)
                 figures.setdefault(env_id, {}).setdefault(column, []).append((wall, rate))
-                print(f"round {round_index} {env_id} {column}: {wall:.1f} s, {rate:,.0f} steps/s", flush=True)
+                cleanrl_wall = figures[env_id]["CleanRL"][-1][0]  # this round's, run just before: the pair's ratio
+                speedup = "" if column == "CleanRL" else f" ({cleanrl_wall / wall:.2f}x this round)"
+                print(f"round {round_index} {env_id} {column}: {wall:.1f} s{speedup}, {rate:,.0f} steps/s", flush=True)
 
     print(f"\nmedian of {options.rounds} round(s): wall time start to exit (CleanRL's over ours), steady steps/s")
     print("| env | CleanRL | ours | ours --compile |")
