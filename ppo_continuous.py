@@ -364,13 +364,13 @@ def train(args: Args) -> dict:
                     if args.cudagraphs:
                         torch.compiler.cudagraph_mark_step_begin()
                     stats = update(agent, optimizer, mb, args, world_size)
-                    update_stats.append(torch.stack(list(stats.values())))  # a copy: replays reuse memory
+                    update_stats.append(torch.stack(list(stats.values())).detach())  # a copy: replays reuse memory
                 if args.target_kl is not None and mean_over_ranks(stats["approx_kl"], world_size) > args.target_kl:
-                    break
+                    break  # every rank at once: they compare the same mean
 
             # the debug scalars' means over all minibatches and ranks, by name (CleanRL logs the last minibatch's)
             means = torch.stack(update_stats).mean(0)
-            losses = dict(zip(stats, mean_over_ranks(means, world_size).tolist()))
+            losses = dict(zip(stats, mean_over_ranks(means, world_size).tolist()))  # by the stats' names
             if not np.isfinite(losses["grad_norm"]):  # the weights are nan now: stop before they are saved
                 fail(f"training diverged at step {global_step:,} (nan or inf gradients): check the env's rewards")
             y_pred, y_true = b["values"][b["valid"].bool()], b["returns"][b["valid"].bool()]  # real transitions only

@@ -154,7 +154,7 @@ def main():
             for column, (python, script, extra) in runs.items():
                 wall, rate = train(python, script, env_id, total, extra)
                 figures.setdefault(env_id, {}).setdefault(column, []).append((wall, rate))
-                cleanrl_wall = figures[env_id]["CleanRL"][-1][0]  # this round's, run just before: the pair's ratio
+                cleanrl_wall = figures[env_id]["CleanRL"][-1][0]  # this round's CleanRL run (the round's first)
                 speedup = "" if column == "CleanRL" else f" ({cleanrl_wall / wall:.2f}x this round)"
                 print(f"round {round_index} {env_id} {column}: {wall:.1f} s{speedup}, {rate:,.0f} steps/s", flush=True)
 

@@ -88,8 +88,10 @@ def assert_same_state(first, second):
 
 @pytest.mark.parametrize("module_name", list(SETUPS))
 def test_two_ranks_stay_identical_and_count_both_ranks(module_name, tmp_path):
-    # rank 1 gets another --seed, so only the broadcast from rank 0 can make their weights identical
-    results = run_two_ranks(module_name, tmp_path, tiny_args(module_name), rank1_args=tiny_args(module_name, seed=99))
+    # rank 1 gets another --seed, so only the broadcast from rank 0 can make their weights identical; --target-kl
+    # below any KL: each update stops after one epoch, every rank at once, on the approx_kl averaged over the ranks
+    args, rank1_args = tiny_args(module_name, target_kl=1e-12), tiny_args(module_name, target_kl=1e-12, seed=99)
+    results = run_two_ranks(module_name, tmp_path, args, rank1_args=rank1_args)
     (_, state0, stats0, step0, _, run0), (_, state1, stats1, step1, _, run1) = results
     assert_same_state(state0, state1)  # parameters identical on both ranks
     for key in stats0:  # and so are the normalizer statistics

@@ -141,6 +141,29 @@ def test_ratio_is_one_and_approx_kl_zero_on_first_minibatch(module_name, tmp_pat
     assert max(c[0] for c in calls) > 1e-4
 
 
+@pytest.mark.parametrize("module_name", MODULES)
+def test_target_kl_stops_each_update_after_the_epoch_that_passes_it(module_name, tmp_path, monkeypatch):
+    """--target-kl compares the last minibatch's approx_kl with the target after each epoch: a target below any
+    moved policy's KL stops every update after its first epoch; a target above every KL, or none, runs them all."""
+    module = importlib.import_module(module_name)
+    monkeypatch.chdir(tmp_path)
+    real_loss, calls = module.ppo_loss, []
+
+    def counting_loss(newlogprob, entropy, newvalue, mb, args):
+        calls.append(mb["obs"].shape[0])
+        return real_loss(newlogprob, entropy, newvalue, mb, args)
+
+    monkeypatch.setattr(module, "ppo_loss", counting_loss)
+    env_id = "InvertedPendulum-v4" if module_name == "ppo_continuous" else "CartPole-v1"
+    epochs_run = {}
+    for target_kl in (1e-12, 1e3, None):
+        calls.clear()
+        module.train(module.Args(env_id=env_id, num_envs=2, num_steps=32, num_minibatches=2, update_epochs=3,
+                                 total_timesteps=192, target_kl=target_kl, cuda=False))  # fmt: skip
+        epochs_run[target_kl] = len(calls) / (3 * 2)  # per update: 3 updates of 2 minibatches an epoch
+    assert epochs_run == {1e-12: 1, 1e3: 3, None: 3}
+
+
 @pytest.mark.parametrize("module_name", ["ppo_continuous", "ppo_discrete"])
 def test_return_statistics_merge_batches_as_one_running_mean_and_variance(module_name):
     """By hand: returns 1, 2, 3 have mean 2 and (population) variance 2/3; with 4 and 5 after them, the five have
