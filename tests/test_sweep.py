@@ -23,6 +23,7 @@ sweep = importlib.import_module("sweep")  # tools/ is not a package: imported fr
 pytestmark = pytest.mark.xdist_group("sweep")  # one worker runs them all, and the module's sweep once
 SCRIPT = REPO / "ppo_discrete.py"
 TINY = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--total-timesteps", "2000"]
+LONG = [*TINY[:-1], "40000"]  # seconds of training (not a fraction of one): a test's stop lands in the middle of it
 SPACE = ["learning-rate=log:1e-4:1e-2", "update-epochs=1:3", "ent-coef=0:0.02", "norm-adv=true,false"]
 
 
@@ -149,8 +150,7 @@ def test_study_continued_with_other_options_is_refused(tiny_sweep, monkeypatch, 
 
 
 def test_sweep_stopped_and_started_again_counts_every_trial_once(tmp_path):
-    fixed = [*TINY[:-1], "8000"]  # runs long enough to be stopped in the middle
-    process = start_sweep(tmp_path, "resume", "--seeds", "1", "--trials", "2", fixed=fixed)
+    process = start_sweep(tmp_path, "resume", "--seeds", "1", "--trials", "2", fixed=LONG)
     wait_for(lambda: run_dirs(tmp_path, "resume", 1))  # trial 0 has finished, trial 1 is training
     process.send_signal(signal.SIGTERM)  # as a scheduler (or Ctrl-C) would
     output, _ = process.communicate(timeout=60)
@@ -159,7 +159,7 @@ def test_sweep_stopped_and_started_again_counts_every_trial_once(tmp_path):
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     assert "stopped at step" in (tmp_path / "sweeps/resume/logs/trial1_CartPole-v1_seed1.log").read_text()
 
-    run_sweep(tmp_path, "resume", "--seeds", "1", "--trials", "2", fixed=fixed)
+    run_sweep(tmp_path, "resume", "--seeds", "1", "--trials", "2", fixed=LONG)
     study = load_study(tmp_path, "resume")
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[2].params == study.trials[1].params  # the stopped trial ran again, and nothing else did
@@ -168,13 +168,13 @@ def test_sweep_stopped_and_started_again_counts_every_trial_once(tmp_path):
 
 
 def test_trial_of_a_killed_worker_runs_again(tmp_path):
-    process = start_sweep(tmp_path, "killed", "--seeds", "1", "--trials", "1")
+    process = start_sweep(tmp_path, "killed", "--seeds", "1", "--trials", "1", fixed=LONG)
     wait_for(lambda: run_dirs(tmp_path, "killed", 0))
     os.killpg(process.pid, signal.SIGKILL)  # the worker and its run die at once, as with a lost machine
     process.wait()
     assert load_study(tmp_path, "killed").trials[0].state == TrialState.RUNNING  # left behind by the dead worker
 
-    run_sweep(tmp_path, "killed", "--seeds", "1", "--trials", "1")
+    run_sweep(tmp_path, "killed", "--seeds", "1", "--trials", "1", fixed=LONG)
     study = load_study(tmp_path, "killed")
     assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].params == study.trials[0].params
