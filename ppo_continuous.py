@@ -284,11 +284,10 @@ def train(args: Args) -> dict:
         dist.broadcast(tensor, src=0)  # identical starting weights on every rank, not just "same seed"
     writer = run.writer  # TensorBoard, on rank 0 (None elsewhere)
 
-    # rollout storage: what the policy returns stays on its device, what the envs return in numpy (for GAE)
-    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
-    actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards, terminations, truncations, valid = np.zeros((4, args.num_steps, args.num_envs), dtype=np.float32)
+    # rollout storage in numpy on the host (a write costs a fraction of a torch one); to the device once an iteration
+    obs = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
+    actions = np.zeros((args.num_steps, args.num_envs, action_dim), dtype=np.float32)
+    logprobs, rewards, terminations, truncations, valid = np.zeros((5, args.num_steps, args.num_envs), dtype=np.float32)
     # each rank updates on its own share of the batch; their gradients are averaged
     rank_batch_size, rank_minibatch_size = args.batch_size // world_size, args.minibatch_size // world_size
 
@@ -306,7 +305,6 @@ def train(args: Args) -> dict:
     # a resumed run cannot restore the simulators' states: it starts new episodes, with new seeds
     next_obs, _ = envs.reset(seed=args.seed + global_step + run.rank * args.num_envs)  # each rank its own seeds
     envs.action_space.seed(args.seed)
-    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = np.zeros(args.num_envs, dtype=np.float32)  # did the step that gave next_obs end an episode?
     try:
         for iteration in range(start_iteration, args.num_iterations + 1):
@@ -321,13 +319,13 @@ def train(args: Args) -> dict:
                 valid[step] = 1.0 - next_done  # NEXT_STEP autoreset: a step that only resets its env is no experience
                 if args.cudagraphs:  # a new step for CUDA graph trees: the last replay's outputs are used up
                     torch.compiler.cudagraph_mark_step_begin()
+                x = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
                 with torch.inference_mode():  # cheaper than no_grad; what it returns is only copied
-                    action, logprob, _, _ = policy(next_obs, act_only=True)
-                actions[step], logprobs[step] = action, logprob  # continuous detail 5: store the unclipped sample
-
-                next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(action.cpu().numpy())
+                    action, logprob, _, _ = policy(x, act_only=True)
+                # continuous detail 5: the unclipped sample is stored (and the envs clip it)
+                actions[step], logprobs[step] = action.cpu().numpy(), logprob.cpu().numpy()
+                next_obs, rewards[step], terminations[step], truncations[step], infos = envs.step(actions[step])
                 next_done = np.maximum(terminations[step], truncations[step])
-                next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
                 for i in np.flatnonzero(infos.get("_episode", [])):
                     new_episodes.append((global_step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
 
@@ -343,7 +341,8 @@ def train(args: Args) -> dict:
 
             mean, std = agent.return_rms[0].item(), agent.return_rms[1].sqrt().item()  # 0 and 1 without --norm-value
             with torch.no_grad():  # the critic once over the rollout and next_obs, in the returns' own scale
-                values = agent.get_value(torch.cat([obs, next_obs[None]])).view(args.num_steps + 1, -1).cpu().numpy()
+                x = torch.as_tensor(np.concatenate([obs, next_obs[None]]), dtype=torch.float32, device=device)
+                values = agent.get_value(x).view(args.num_steps + 1, -1).cpu().numpy()
             rollout = (rewards, values[:-1] * std + mean, values[-1] * std + mean, terminations, truncations, valid)
             advantages, returns = compute_gae(*rollout, args.gamma, args.gae_lambda, args.bootstrap_truncated)
             if args.norm_value:  # value normalization: the statistics of these returns too, then the critic's targets
