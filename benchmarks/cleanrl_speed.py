@@ -53,7 +53,9 @@ for _ in range(5):
 print(statistics.median(times))
 """
 MAKE_CLEANRL = """from {module} import make_env
-envs = gym.vector.SyncVectorEnv([make_env({env_id!r}, i, False, "", 0.99) for i in range({n})])"""
+import inspect
+gamma = [0.99] if "gamma" in inspect.signature(make_env).parameters else []  # ppo_continuous_action.py's reward scale
+envs = gym.vector.SyncVectorEnv([make_env({env_id!r}, i, False, "", *gamma) for i in range({n})])"""
 MAKE_OURS = """from {module} import Args, make_envs, validate_args
 envs = make_envs(validate_args(Args(env_id={env_id!r}, cuda=False)))"""
 NUM_ENVS = {"HalfCheetah-v4": 1, "CartPole-v1": 4}  # each script's default

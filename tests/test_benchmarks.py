@@ -156,22 +156,29 @@ def test_cleanrl_speed_reports_median_wall_times_and_cleanrls_over_ours():
 
 
 def test_cleanrl_speed_builds_each_env_stack_with_its_own_scripts_defaults(tmp_path):
-    """--env-stacks times each script's env stack as the script builds it: CleanRL's make_env(env_id, idx,
-    capture_video, run_name, gamma) once per default env (4 on CartPole, with gamma 0.99 and no video), and our
-    make_envs with our defaults. A stand-in ppo.py records the calls it gets; ours is the real one."""
+    """--env-stacks times each script's env stack as the script builds it: CleanRL's make_env once per default env
+    (4 on CartPole, no video), as make_env(env_id, idx, capture_video, run_name) in ppo.py and with gamma 0.99 added
+    in ppo_continuous_action.py, and our make_envs with our defaults. Stand-ins with CleanRL's two signatures record
+    the calls they get; ours is the real one."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     cleanrl_speed = importlib.import_module("cleanrl_speed")
     calls = tmp_path / "calls.txt"
-    (tmp_path / "ppo.py").write_text(
-        "import gymnasium as gym\n"
-        "def make_env(*call):\n"
-        f"    open({str(calls)!r}, 'a').write(repr(call) + '\\n')\n"
-        "    return lambda: gym.wrappers.RecordEpisodeStatistics(gym.make(call[0]))\n"
-    )
+    for module, parameters in (
+        ("ppo", "env_id, idx, capture_video, run_name"),
+        ("ppo_c", "env_id, idx, capture_video, run_name, gamma"),
+    ):
+        (tmp_path / f"{module}.py").write_text(
+            "import gymnasium as gym\n"
+            f"def make_env({parameters}):\n"
+            f"    open({str(calls)!r}, 'a').write(repr(({parameters},)) + '\\n')\n"
+            "    return lambda: gym.wrappers.RecordEpisodeStatistics(gym.make(env_id))\n"
+        )
     names = {"env_id": "CartPole-v1", "n": cleanrl_speed.NUM_ENVS["CartPole-v1"]}
-    make = cleanrl_speed.MAKE_CLEANRL.format(module="ppo", **names)
-    assert cleanrl_speed.env_stack_microseconds(sys.executable, tmp_path, make) > 0
-    assert calls.read_text().splitlines() == [repr(("CartPole-v1", i, False, "", 0.99)) for i in range(4)]
+    for module, extra in (("ppo", ()), ("ppo_c", (0.99,))):
+        calls.write_text("")
+        make = cleanrl_speed.MAKE_CLEANRL.format(module=module, **names)
+        assert cleanrl_speed.env_stack_microseconds(sys.executable, tmp_path, make) > 0
+        assert calls.read_text().splitlines() == [repr(("CartPole-v1", i, False, "", *extra)) for i in range(4)]
     ours = cleanrl_speed.MAKE_OURS.format(module="ppo_discrete", **names) + "\nassert envs.num_envs == 4"
     assert cleanrl_speed.env_stack_microseconds(sys.executable, REPO, ours) > 0
     with pytest.raises(SystemExit, match="(?s)the env stack of .*No module named 'no_such_script'"):

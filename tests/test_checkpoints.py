@@ -170,7 +170,7 @@ def test_sigint_leaves_a_checkpoint_that_loads_and_resumes(module, tmp_path, asy
     terminal's Ctrl-C does, or a cluster's SIGTERM when it preempts a job: the workers must leave
     it to the trainer (killed, they would fail the iteration, or its closing)."""
     script = f"{module.__name__}.py"
-    env_id, total = SETUPS[module.__name__][0], 64 * 100  # 100 iterations: the signal comes in the first few, with a second to spare
+    env_id, total = SETUPS[module.__name__][0], 64 * 100  # the signal comes in the first few of 100 iterations
     flags = [
         "--env-id",
         env_id,
