@@ -3,6 +3,7 @@
 # of Huang et al., "The 37 Implementation Details of Proximal Policy Optimization" (ICLR blog track, 2022).
 import ast
 import contextlib
+import gc
 import importlib.util
 import inspect
 import math
@@ -263,9 +264,7 @@ def train(args: Args) -> dict:
         print(f"{run.name} already finished its {args.total_timesteps:,} steps; nothing to resume", flush=True)
         return {"run_name": run.name, "global_step": run.checkpoint["global_step"], "interrupted": False}
 
-    random.seed(args.seed)  # seeding
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)  # seeding
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     envs = make_envs(args, run.video_folder)  # env setup
@@ -294,6 +293,7 @@ def train(args: Args) -> dict:
     policy, update = agent.get_action_and_value, update_minibatch
     if args.compile:  # LeanRL-style: the same two functions, compiled
         torch._inductor.config.fallback_random = True  # the eager path's random draws (a global setting)
+        torch._inductor.config.size_asserts = False  # no size checks in each call: dynamo's guards do them
         mode = "reduce-overhead" if args.cudagraphs else None  # torch.compile's name for CUDA graphs
         policy, update = torch.compile(policy, mode=mode), torch.compile(update, mode=mode)
 
@@ -306,6 +306,7 @@ def train(args: Args) -> dict:
     next_obs, _ = envs.reset(seed=args.seed + global_step + run.rank * args.num_envs)  # each rank its own seeds
     envs.action_space.seed(args.seed)
     next_done = np.zeros(args.num_envs, dtype=np.float32)  # did the step that gave next_obs end an episode?
+    gc.freeze()  # the garbage collector never scans the setup's objects again (torch's, the envs'...): ~1-3 s
     try:
         for iteration in range(start_iteration, args.num_iterations + 1):
             if args.anneal_lr:  # detail 4: linear learning-rate annealing (--compile's tensor in place: no new graph)
@@ -608,8 +609,7 @@ def save_checkpoint(path, agent, optimizer, envs, args, run_name, global_step, i
     try:
         with open(f"{path}.tmp", "wb") as f:
             torch.save(dict(zip(CHECKPOINT_KEYS, [*values, optimizer.state_dict(), get_normalization(envs)])), f)
-            f.flush()
-            os.fsync(f.fileno())
+            f.flush(), os.fsync(f.fileno())
         os.replace(f"{path}.tmp", path)  # atomic on POSIX and Windows
     except (OSError, RuntimeError) as error:  # a full disk, a read-only folder (torch's zip writer: RuntimeError)
         with contextlib.suppress(OSError):  # the file written before stays as it was; the partial one goes
@@ -657,8 +657,7 @@ def load_agent(checkpoint: dict, path="checkpoint", envs=None, args=None) -> Age
 def mean_over_ranks(tensor, world_size: int):
     if world_size > 1:
         dist.all_reduce(tensor := tensor.clone())
-        tensor /= world_size
-    return tensor
+    return tensor / world_size
 
 
 def sync_normalization(envs):  # every rank normalizes with rank 0's running statistics, sent after each rollout
@@ -788,6 +787,7 @@ def main(args: Args) -> int:
         stopped = evaluate_checkpoint(args) is None if args.eval_checkpoint else train(args)["interrupted"]
     except KeyboardInterrupt as interrupt:  # a second Ctrl-C in training, or one before training starts
         raise SystemExit(str(interrupt) or "stopped by Ctrl-C")
+    gc.freeze()  # nor does the interpreter's exit, which would scan every object once more (about 1 s)
     if "RANK" in os.environ:  # under torchrun, skip the interpreter's teardown: gloo's threads can abort a rank there
         sys.stdout.flush(), sys.stderr.flush()  # ("terminate called without an active exception"); logs are closed
         os._exit(130 if stopped else 0)
