@@ -13,14 +13,20 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
 4. One minibatch update of each script's defaults, eager, split into forward, backward, Adam
    (foreach, as the scripts step it; and fused, the kernel they leave alone: it differs in the
    last bits) and gradient clipping (of agent.parameters(), as the scripts clip; and of a list of them).
-5. The whole minibatch update (`update_minibatch`), eager as the plain path runs it, and compiled
-   as --compile runs it.
+5. The whole minibatch update (`update_minibatch`), eager as the plain path runs it, compiled as
+   --compile runs it (without inductor's size checks), and compiled with inductor's default size checks (the
+   two compiled ones alternating, 9 repeats each).
 6. GAE over a 2048-step rollout: compute_gae (numpy), and the same loop in torch.
+7. Python's garbage collector: one HalfCheetah iteration (2,048 steps), the whole process from start to exit,
+   plain and --compile, as the scripts run (gc.freeze() before the loop and at the end), and with gc.freeze()
+   made a no-op; median of 3 runs each, seconds. Slow (about 2 minutes).
 """
 
 import argparse
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,7 +86,8 @@ def env_with_policy():
     args = ppo_continuous.validate_args(ppo_continuous.Args(env_id="HalfCheetah-v4"))
     envs = ppo_continuous.make_envs(args)
     agent = ppo_continuous.Agent(17, 6)
-    torch._inductor.config.fallback_random = True  # as the scripts set it for --compile
+    torch._inductor.config.fallback_random = True  # as the scripts set them for --compile
+    torch._inductor.config.size_asserts = False
     policy = agent.get_action_and_value
     policies = {"eager policy": policy, "compiled policy": torch.compile(policy)}
     observation, _ = envs.reset(seed=0)
@@ -162,23 +169,30 @@ def update_pieces():
 
 
 def whole_updates():
-    print("5. One whole minibatch update (update_minibatch), us: eager (the plain path), compiled (--compile)")
+    print(
+        "5. One whole minibatch update (update_minibatch), us: eager (the plain path), compiled (--compile), "
+        "compiled with inductor's size checks (its default)"
+    )
     for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
         args, mb = module.validate_args(module.Args()), minibatch(module, obs_dim, action_shape, size)
-        agents = [module.Agent(obs_dim, action_shape) for _ in range(2)]
+        agents = [module.Agent(obs_dim, action_shape) for _ in range(3)]  # eager, compiled, compiled with checks
         agents[1].load_state_dict(agents[0].state_dict())
-        optimizers = [
-            torch.optim.Adam(agents[0].parameters(), lr=3e-4, eps=1e-5, foreach=True),
-            torch.optim.Adam(agents[1].parameters(), lr=torch.tensor(3e-4), eps=1e-5, foreach=True, capturable=True),
-        ]  # as train() makes them, plain and compiled
-        compiled_update = torch.compile(module.update_minibatch)
+        optimizers = [torch.optim.Adam(agents[0].parameters(), lr=3e-4, eps=1e-5, foreach=True)] + [
+            torch.optim.Adam(agent.parameters(), lr=torch.tensor(3e-4), eps=1e-5, foreach=True, capturable=True)
+            for agent in agents[1:]
+        ]  # as train() makes them, plain and compiled (each compiled update its own agent: its own graphs)
+        compiled_update = torch.compile(module.update_minibatch, options=dict(size_asserts=False))  # as --compile
+        checked_update = torch.compile(module.update_minibatch, options=dict(size_asserts=True))
         eager = lambda: module.update_minibatch(agents[0], optimizers[0], mb, args)  # noqa: E731
         compiled = lambda: compiled_update(agents[1], optimizers[1], mb, args)  # noqa: E731
+        checked = lambda: checked_update(agents[2], optimizers[2], mb, args)  # noqa: E731
         for _ in range(3):  # the same update? three steps of each from the same weights
             eager(), compiled()
-        difference = max((p - q).abs().max().item() for p, q in zip(*(agent.parameters() for agent in agents)))
-        print(f"   {name:30s} eager {microseconds(eager):6.1f}   compiled {microseconds(compiled):6.1f}   "
-              f"(weights after 3 steps of each differ by at most {difference:.1e})")  # fmt: skip
+        difference = max((p - q).abs().max().item() for p, q in zip(*(agent.parameters() for agent in agents[:2])))
+        pairs = [(microseconds(compiled, 1), microseconds(checked, 1)) for _ in range(9)]  # alternating: the VM drifts
+        times = "   with size checks ".join(f"{statistics.median(column):6.1f}" for column in zip(*pairs))
+        print(f"   {name:30s} eager {microseconds(eager):6.1f}   compiled {times}   (weights after 3 steps of eager "
+              f"and compiled differ by at most {difference:.1e})")  # fmt: skip
 
 
 def gae():
@@ -209,8 +223,29 @@ def gae():
     print(f"   compute_gae (numpy) {numpy_ms:6.1f}   torch {torch_ms:6.1f}")
 
 
+def garbage_collector():
+    print(
+        "7. One HalfCheetah iteration, whole process (start to exit), s: with gc.freeze() as the scripts call it, "
+        "and without (a no-op)"
+    )
+    run = "import gc, runpy, sys; {}sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    script = str(Path(__file__).resolve().parent.parent / "ppo_continuous.py")
+    flags = ["--total-timesteps", "2048", "--no-save-model", "--no-cuda"]
+    with tempfile.TemporaryDirectory() as folder:  # the runs' logs
+        for extra in ([], ["--compile"]):
+            times = {"frozen": [], "not frozen": []}
+            for repeat in range(4):  # the first round warms the caches (files, torch's compiled graphs) and is dropped
+                for name, patch in (("frozen", ""), ("not frozen", "gc.freeze = lambda: None; ")):
+                    start = time.perf_counter()
+                    command = [sys.executable, "-c", run.format(patch), script, *flags, *extra]
+                    subprocess.run(command, cwd=folder, check=True, capture_output=True)
+                    times[name] += [time.perf_counter() - start] if repeat else []
+            medians = "   ".join(f"{name} {statistics.median(values):5.2f}" for name, values in times.items())
+            print(f"   {' '.join(extra) or 'plain':30s} {medians}")
+
+
 if __name__ == "__main__":
-    parts = [env_layers, env_with_policy, policy_calls, update_pieces, whole_updates, gae]
+    parts = [env_layers, env_with_policy, policy_calls, update_pieces, whole_updates, gae, garbage_collector]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", type=int, metavar="PART",
                         help=f"the parts to run, 1 to {len(parts)} (default: all)")  # fmt: skip
