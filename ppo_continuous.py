@@ -306,7 +306,7 @@ def train(args: Args) -> dict:
     next_obs, _ = envs.reset(seed=args.seed + global_step + run.rank * args.num_envs)  # each rank its own seeds
     envs.action_space.seed(args.seed)
     next_done = np.zeros(args.num_envs, dtype=np.float32)  # did the step that gave next_obs end an episode?
-    gc.freeze()  # the garbage collector never scans the setup's objects again (torch's, the envs'...): ~1-3 s
+    gc.freeze()  # the garbage collector never scans the setup's objects again (torch's, the envs'...)
     try:
         for iteration in range(start_iteration, args.num_iterations + 1):
             if args.anneal_lr:  # detail 4: linear learning-rate annealing (--compile's tensor in place: no new graph)
