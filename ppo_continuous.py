@@ -140,9 +140,10 @@ def make_envs(args: Args, video_folder=None, evaluation=False):
     return envs
 
 
-class RunningMeanStd(gym.wrappers.utils.RunningMeanStd):  # gymnasium's running mean and variance, updated by one row
-    def update(self, x):  # with that row's own moments: the same numbers, without np.mean's and np.var's overhead
-        self.update_from_moments(x[0], 0.0, 1) if len(x) == 1 else super().update(x)
+class RunningMeanStd(gym.wrappers.utils.RunningMeanStd):  # gymnasium's, with np.mean's and np.var's arithmetic
+    def update(self, x):  # written out: the same numbers, without their overhead (a single row: itself, variance 0)
+        mean = x[0] if len(x) == 1 else x.sum(0) / len(x)
+        self.update_from_moments(mean, 0.0 if len(x) == 1 else ((x - mean) ** 2).sum(0) / len(x), len(x))
 
 
 def mlp(in_dim: int, out_dim: int, out_std: float, hidden=(64, 64), activation=nn.Tanh):

@@ -2,11 +2,12 @@
 
     python benchmarks/one_pass_wrapper.py              # HalfCheetah-v4
     python benchmarks/one_pass_wrapper.py --env-id Hopper-v4 --iterations 4
+    python benchmarks/one_pass_wrapper.py --num-envs 8 --iterations 1     # several envs' rows per update
 
 `make_envs` in each script stacks CleanRL's gymnasium vector wrappers (episode statistics, action clipping,
 observation normalization, observation clipping, reward normalization, reward clipping), with one change: its
-normalizers' running statistics are the script's `RunningMeanStd`, which updates from a single row without
-np.mean and np.var (the same numbers). Three stacks: gymnasium's own (`gymnasium_make_envs`, the reference the
+normalizers' running statistics are the script's `RunningMeanStd`, which writes out np.mean's and np.var's
+arithmetic (the same numbers). Three stacks: gymnasium's own (`gymnasium_make_envs`, the reference the
 tests compare the scripts with), the script's, and `OnePass` below, one wrapper that does the same six things in
 one pass with gymnasium's arithmetic. This file:
 
@@ -29,7 +30,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.wrappers.utils import RunningMeanStd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ppo_continuous  # noqa: E402
@@ -64,9 +64,9 @@ class OnePass(gym.vector.VectorWrapper):
         if args.norm_obs:  # float32 observations, as gymnasium's
             self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape)
             self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, n)
-            self.obs_rms = RunningMeanStd(shape=shape, dtype=np.float32)
+            self.obs_rms = ppo_continuous.RunningMeanStd(shape=shape, dtype=np.float32)
         if args.norm_reward:  # (the statistics are attributes only where on, as in gymnasium's chain)
-            self.return_rms = RunningMeanStd(shape=())
+            self.return_rms = ppo_continuous.RunningMeanStd(shape=())
         self.clip = isinstance(envs.single_action_space, gym.spaces.Box)
         # raw episode returns and lengths, and the discounted return in float32: gymnasium's dtypes, its rounding
         self.returns, self.lengths, self.discounted = np.zeros(n), np.zeros(n, int), np.zeros(n, np.float32)
@@ -77,9 +77,9 @@ class OnePass(gym.vector.VectorWrapper):
         self.returns[:], self.lengths[:], self.discounted[:], self.prev_dones[:] = 0, 0, 0, False
         return self.normalize(obs), infos
 
-    def update(self, rms, x):  # RunningMeanStd.update, without np.mean and np.var for one row (their cost, not result)
+    def update(self, rms, x):  # the script's RunningMeanStd.update (gymnasium's numbers, at less cost)
         if self.update_running_mean:
-            rms.update_from_moments(x[0], 0.0, 1) if len(x) == 1 else rms.update(x)
+            rms.update(x)
 
     def normalize(self, obs):
         if self.args.norm_obs:
@@ -178,10 +178,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="HalfCheetah-v4")
     parser.add_argument("--iterations", type=int, default=6, help="training iterations of each timed run")
+    parser.add_argument("--num-envs", type=int, default=1, help="envs per vector env (--num-envs of the script)")
     options = parser.parse_args()
     torch.set_num_threads(1)
     module = ppo_continuous
-    args = module.validate_args(module.Args(env_id=options.env_id, cuda=False, save_model=False))
+    args = module.validate_args(
+        module.Args(env_id=options.env_id, num_envs=options.num_envs, cuda=False, save_model=False)
+    )
     print(f"1. the same numbers over 5,000 random-action steps ({same_numbers(module, args, 5000)} episodes): yes")
     script_make_envs = module.make_envs  # (training_seconds swaps module.make_envs for the stack it times)
     stacks = {
