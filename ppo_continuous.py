@@ -252,7 +252,8 @@ def update_minibatch(agent, optimizer, mb: dict, args: Args, world_size: int = 1
         grads = [parameter.grad for parameter in agent.parameters()]
         flat = mean_over_ranks(torch.cat([grad.flatten() for grad in grads]), world_size)
         torch._foreach_copy_(grads, [mean.view_as(g) for g, mean in zip(grads, flat.split([g.numel() for g in grads]))])
-    stats["grad_norm"] = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)  # detail 11
+    # detail 11: gradient clipping; compiled, the per-tensor norms fuse into one kernel (foreach's stay an eager call)
+    stats["grad_norm"] = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=not args.compile)
     optimizer.step()
     return stats
 
