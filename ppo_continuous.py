@@ -173,12 +173,12 @@ class Agent(nn.Module):
 
     def get_action_and_value(self, x, action=None, deterministic=False, act_only=False):
         """The one policy: the rollout and evaluation act (act_only: no entropy, no value), the loss scores actions"""
-        action_mean = self.actor_mean(x)
-        action_std = self.actor_logstd.expand_as(action_mean).exp()
-        if action is None:  # continuous detail 1: a Gaussian, written out as torch's Normal computes it, ~20% cheaper
-            action = action_mean if deterministic else torch.normal(action_mean, action_std).detach()  # as sample()
-        log_std = action_std.log()  # continuous detail 3: independent action dimensions, log-probs summed
-        logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - log_std - math.log(math.sqrt(2 * math.pi))
+        mean = self.actor_mean(x)  # continuous detail 1: a Gaussian, written out as torch's Normal computes it (~20%
+        std = self.actor_logstd.expand_as(mean).exp()  # cheaper); a draw is torch.normal's arithmetic, minus its checks
+        if action is None:
+            action = mean if deterministic else (torch.randn_like(mean) * std + mean).detach()  # as sample()
+        log_std = std.log()  # continuous detail 3: independent action dimensions, log-probs summed
+        logprob = -((action - mean) ** 2) / (2 * std**2) - log_std - math.log(math.sqrt(2 * math.pi))
         entropy = None if act_only else (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(1)
         return action, logprob.sum(1), entropy, None if act_only else self.get_value(x)
 
