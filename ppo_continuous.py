@@ -246,7 +246,8 @@ def update_minibatch(agent, optimizer, mb: dict, args: Args, world_size: int = 1
     """One gradient step on a minibatch (--compile runs it compiled); returns the debug scalars by name."""
     _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb["obs"], mb["actions"])
     loss, stats = ppo_loss(newlogprob, entropy, newvalue, mb, args)
-    optimizer.zero_grad()
+    for parameter in agent.parameters():  # zero_grad(); compiled, the optimizer's would break the graph
+        parameter.grad = None
     loss.backward()
     if world_size > 1:  # torchrun: the ranks average their gradients in one flattened all-reduce, and step alike
         grads = [parameter.grad for parameter in agent.parameters()]
@@ -283,7 +284,6 @@ def train(args: Args) -> dict:
         torch.manual_seed(args.seed + run.rank + global_step)
     for tensor in agent.state_dict().values() if run.ddp else ():
         dist.broadcast(tensor, src=0)  # identical starting weights on every rank, not just "same seed"
-    writer = run.writer  # TensorBoard, on rank 0 (None elsewhere)
 
     # rollout storage in numpy on the host (a write costs a fraction of a torch one); to the device once an iteration
     obs = np.zeros((args.num_steps, args.num_envs, obs_dim), dtype=np.float32)
@@ -338,9 +338,9 @@ def train(args: Args) -> dict:
                 sync_normalization(envs)
             for episode_step, episodic_return, episodic_length in new_episodes:
                 episodic_returns.append(episodic_return)
-                if writer is not None:
-                    writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
-                    writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
+                if run.writer is not None:
+                    run.writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
+                    run.writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
 
             mean, std = agent.return_rms[0].item(), agent.return_rms[1].sqrt().item()  # 0 and 1 without --norm-value
             with torch.no_grad():  # the critic once over the rollout and next_obs, in the returns' own scale
@@ -379,19 +379,19 @@ def train(args: Args) -> dict:
             losses["explained_variance"] = float(1 - (y_true - y_pred).var() / y_true.var()) if y_true.var() else np.nan
 
             sps = (global_step - start_step) / (time.time() - start_time)
-            if writer is not None:
-                writer.add_scalar("charts/learning_rate", float(optimizer.param_groups[0]["lr"]), global_step)
+            if run.writer is not None:
+                run.writer.add_scalar("charts/learning_rate", float(optimizer.param_groups[0]["lr"]), global_step)
                 for name, value in losses.items():
-                    writer.add_scalar(f"losses/{name}", value, global_step)
-                writer.add_scalar("charts/action_std", agent.actor_logstd.exp().mean().item(), global_step)
-                writer.add_scalar("charts/SPS", int(sps), global_step)
+                    run.writer.add_scalar(f"losses/{name}", value, global_step)
+                run.writer.add_scalar("charts/action_std", agent.actor_logstd.exp().mean().item(), global_step)
+                run.writer.add_scalar("charts/SPS", int(sps), global_step)
 
             if eval_envs is not None and (iteration % args.eval_every == 0 or iteration == args.num_iterations):
                 set_normalization(eval_envs, get_normalization(envs), freeze=True)  # a frozen copy of the statistics
                 eval_seed = args.seed + EVAL_SEED_OFFSET
                 eval_returns = evaluate(agent, eval_envs, not args.eval_stochastic, eval_seed, device)
-                writer.add_scalar("eval/episodic_return", last_eval := float(eval_returns.mean()), global_step)
-                writer.add_scalar("eval/episodic_return_std", eval_returns.std(), global_step)
+                run.writer.add_scalar("eval/episodic_return", last_eval := float(eval_returns.mean()), global_step)
+                run.writer.add_scalar("eval/episodic_return_std", eval_returns.std(), global_step)
                 if np.isfinite(last_eval) and (best_eval_return is None or last_eval > best_eval_return):
                     best_eval_return = last_eval  # a nan mean (an env's nan reward) is never the best
                     save(f"{run.dir}/best.pt")
@@ -401,8 +401,8 @@ def train(args: Args) -> dict:
             if run.stop_agreed():
                 break
 
-        if writer is not None:
-            writer.flush()  # every event of the run is on disk before its final checkpoint appears
+        if run.writer is not None:
+            run.writer.flush()  # every event of the run is on disk before its final checkpoint appears
         if master_process and args.save_model and iteration >= start_iteration:  # also when stopped early
             save(f"{run.dir}/checkpoint.pt")
         if run.ddp:  # tear down together: gloo can abort a rank that exits while its peer still talks to it
