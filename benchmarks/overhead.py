@@ -14,9 +14,10 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
    (foreach, as the scripts step it; and fused, the kernel they leave alone: it differs in the
    last bits) and gradient clipping (of agent.parameters(), as the scripts clip; and of a list of them).
 5. The whole minibatch update (`update_minibatch`), eager as the plain path runs it, compiled as
-   --compile runs it (without inductor's size checks, gradient clipping's norms per tensor), compiled with
-   inductor's default size checks, and compiled with clipping's foreach norms as the plain path takes them
-   (the three compiled ones alternating, 9 repeats each).
+   --compile runs it (without inductor's size checks, gradient clipping's norms per tensor, the grads set to
+   None in the graph), and compiled with one of those as it was: inductor's default size checks, clipping's
+   foreach norms as the plain path takes them, `optimizer.zero_grad()` (the compiled ones alternating, 9
+   repeats each).
 6. GAE over a 2048-step rollout: compute_gae (numpy), and the same loop in torch.
 7. Python's garbage collector: one HalfCheetah iteration (2,048 steps), the whole process from start to exit,
    plain and --compile, as the scripts run (gc.freeze() before the loop and at the end), and with gc.freeze()
@@ -24,7 +25,6 @@ Prints microseconds per call, each the median of 5 repeats, on one torch thread 
 """
 
 import argparse
-import importlib.util
 import statistics
 import subprocess
 import sys
@@ -171,46 +171,66 @@ def update_pieces():
         print(f"   {name:30s} " + "   ".join(f"{key} {value:6.1f}" for key, value in cost.items()))
 
 
-def copy_of(module):
-    """The script imported once more, under a new name: functions of their own (their own compiled graphs)."""
+def copy_of(module, edit: tuple[str, str] | None = None):
+    """The script imported once more, under a new name: functions of their own (their own compiled graphs);
+    `edit`: (old, new), a piece of its source replaced first."""
     copy_of.count = getattr(copy_of, "count", 0) + 1
-    spec = importlib.util.spec_from_file_location(f"{module.__name__}_{copy_of.count}", module.__file__)
-    spec.loader.exec_module(copy := importlib.util.module_from_spec(spec))
+    name, source = f"{module.__name__}_{copy_of.count}", Path(module.__file__).read_text()
+    if edit is not None:
+        assert edit[0] in source, f"{module.__file__} no longer has {edit[0]!r}: update this benchmark"
+        source = source.replace(*edit)
+    sys.modules[name] = copy = type(sys)(name)  # (registered, as an import would: dataclasses look it up)
+    copy.__file__ = module.__file__
+    exec(compile(source, module.__file__, "exec"), vars(copy))
     return copy
+
+
+ZERO_GRAD = (  # the update's grads set to None in its loop, or by optimizer.zero_grad() (which dynamo skips)
+    "    for parameter in agent.parameters():  # zero_grad(); compiled, the optimizer's would break the graph\n"
+    "        parameter.grad = None\n",
+    "    optimizer.zero_grad()\n",
+)
 
 
 def whole_updates():
     print(
-        "5. One whole minibatch update (update_minibatch), us: eager (the plain path), compiled (--compile), "
-        "compiled with inductor's size checks (its default), compiled with foreach norms in gradient clipping"
+        "5. One whole minibatch update (update_minibatch), us: eager (the plain path), compiled (--compile), and "
+        "compiled with one thing as it was: inductor's size checks (its default), foreach norms in gradient clipping "
+        "(as the plain path takes them), optimizer.zero_grad() (a graph break)"
     )
     for name, (module, obs_dim, action_shape, _, size) in SETUPS.items():
         args, mb = module.validate_args(module.Args()), minibatch(module, obs_dim, action_shape, size)
         compiled_args = replace(args, compile=True)  # (args.compile picks clipping's norms: foreach when False)
-        agents = [module.Agent(obs_dim, action_shape) for _ in range(4)]  # eager, and the 3 compiled
-        agents[1].load_state_dict(agents[0].state_dict())
+
+        # each compiled one from a copy of the script of its own: dynamo keeps its graphs by function, and would
+        # otherwise check each call against the other variants' guards first
+        def compiled(edit=None, size_asserts=False):  # the update of a copy of the script (`edit`ed), compiled
+            return torch.compile(copy_of(module, edit).update_minibatch, options=dict(size_asserts=size_asserts))
+
+        variants = {  # name: (update function, its args)
+            "compiled": (compiled(), compiled_args),
+            "with size checks": (compiled(size_asserts=True), compiled_args),
+            "with foreach norms": (compiled(), args),
+            "with optimizer.zero_grad()": (compiled(ZERO_GRAD), compiled_args),
+        }
+        agents = [module.Agent(obs_dim, action_shape) for _ in range(1 + len(variants))]  # eager, then the compiled
+        for agent in agents[1:]:
+            agent.load_state_dict(agents[0].state_dict())
         optimizers = [torch.optim.Adam(agents[0].parameters(), lr=3e-4, eps=1e-5, foreach=True)] + [
             torch.optim.Adam(agent.parameters(), lr=torch.tensor(3e-4), eps=1e-5, foreach=True, capturable=True)
             for agent in agents[1:]
         ]  # as train() makes them, plain and compiled (each compiled update its own agent: its own graphs)
-        # each compiled one from a copy of the script of its own: dynamo keeps its graphs by function, and would
-        # otherwise check each call against the other variants' guards first
-        copies = [copy_of(module) for _ in range(3)]
-        compiled_update = torch.compile(copies[0].update_minibatch, options=dict(size_asserts=False))  # as --compile
-        checked_update = torch.compile(copies[1].update_minibatch, options=dict(size_asserts=True))
-        foreach_update = torch.compile(copies[2].update_minibatch, options=dict(size_asserts=False))
         eager = lambda: module.update_minibatch(agents[0], optimizers[0], mb, args)  # noqa: E731
-        compiled = lambda: compiled_update(agents[1], optimizers[1], mb, compiled_args)  # noqa: E731
-        checked = lambda: checked_update(agents[2], optimizers[2], mb, compiled_args)  # noqa: E731
-        foreach = lambda: foreach_update(agents[3], optimizers[3], mb, args)  # noqa: E731
+        calls = [lambda i=i, update=update, a=a: update(agents[i], optimizers[i], mb, a)
+                 for i, (update, a) in enumerate(variants.values(), start=1)]  # fmt: skip
         for _ in range(3):  # the same update? three steps of each from the same weights
-            eager(), compiled()
-        difference = max((p - q).abs().max().item() for p, q in zip(*(agent.parameters() for agent in agents[:2])))
-        rounds = [[microseconds(call, 1) for call in (compiled, checked, foreach)] for _ in range(9)]  # the VM drifts
-        compiled_us, checked_us, foreach_us = (statistics.median(column) for column in zip(*rounds))
-        times = f"{compiled_us:6.1f}   with size checks {checked_us:6.1f}   with foreach norms {foreach_us:6.1f}"
-        print(f"   {name:30s} eager {microseconds(eager):6.1f}   compiled {times}   (weights after 3 steps of eager "
-              f"and compiled differ by at most {difference:.1e})")  # fmt: skip
+            eager(), [call() for call in calls]
+        pairs = [pair for agent in agents[1:] for pair in zip(agents[0].parameters(), agent.parameters())]
+        difference = max((p - q).abs().max().item() for p, q in pairs)
+        rounds = [[microseconds(call, 1) for call in calls] for _ in range(9)]  # alternating: the VM drifts
+        times = "   ".join(f"{key} {statistics.median(column):6.1f}" for key, column in zip(variants, zip(*rounds)))
+        print(f"   {name:30s} eager {microseconds(eager):6.1f}   {times}   (weights after 3 steps of eager and each "
+              f"compiled differ by at most {difference:.1e})")  # fmt: skip
 
 
 def gae():
